@@ -1,0 +1,106 @@
+//! Database connection pool, migrations and error classification.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx;
+use sea_orm::{
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    DbErr, RuntimeErr, Statement,
+};
+
+/// Arbitrary constant key of the PostgreSQL advisory lock that serialises
+/// migrations between instances starting at the same time.
+const MIGRATION_LOCK_KEY: i64 = 0x746f_646f_5f6d_6967; // "todo_mig"
+
+/// Opens the connection pool. Connecting is lazy per connection, but the first
+/// one is made here so a wrong URL fails at start-up, not on the first request.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    Database::connect(options(url, max_connections)).await
+}
+
+fn options(url: &str, max_connections: u32) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max_connections)
+        .min_connections(0)
+        // Short: a request waiting for a dead database answers 503 quickly.
+        .connect_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        // Statement logging would put user data in the logs.
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            // WAL lets readers run beside the single writer; a busy writer waits
+            // instead of failing.
+            o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    opts
+}
+
+/// Applies pending migrations. On PostgreSQL an advisory lock makes concurrent
+/// starters take turns, so two instances on an empty database both come up.
+pub async fn migrate(url: &str) -> Result<(), DbErr> {
+    // A pool of one connection: the lock, the migrations and the unlock share
+    // one session, which is what a session-level advisory lock requires.
+    let conn = Database::connect(options(url, 1)).await?;
+    let result = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            let lock = |sql: &str| {
+                Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    [MIGRATION_LOCK_KEY.into()],
+                )
+            };
+            conn.execute_raw(lock("SELECT pg_advisory_lock($1)"))
+                .await?;
+            let migrated = Migrator::up(&conn, None).await;
+            conn.execute_raw(lock("SELECT pg_advisory_unlock($1)"))
+                .await?;
+            migrated
+        }
+        _ => Migrator::up(&conn, None).await,
+    };
+    conn.close().await?;
+    result
+}
+
+/// True when the error means "the database cannot be reached right now"
+/// (answered with 503 and a retry hint) rather than a bug (500).
+pub fn is_unavailable(err: &DbErr) -> bool {
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
+            true
+        }
+        DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            sqlx_unavailable(e)
+        }
+        _ => false,
+    }
+}
+
+fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL: 08xxx connection exception, 57P0x server shutting down,
+            // 53xxx insufficient resources. SQLite: 5 BUSY, 6 LOCKED.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code.starts_with("53")
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
+    }
+}

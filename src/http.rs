@@ -1,0 +1,124 @@
+//! Cross-cutting HTTP layers: CORS, request ids, tracing, timeouts, panics,
+//! body limit, and the rule that every error response is our JSON.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::error::{ApiError, BODY_LIMIT};
+
+/// Longest a request may take before it is answered with a 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wraps the routes in the layers every response goes through.
+pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
+    let allowed: Arc<[HeaderValue]> = cors_origins.into();
+    let request_id = HeaderName::from_static("x-request-id");
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_credentials(true)
+        .expose_headers([
+            HeaderName::from_static("x-total-count"),
+            header::LOCATION,
+            request_id.clone(),
+        ])
+        .max_age(Duration::from_secs(600));
+
+    // Each `layer` wraps everything above it: the last one is outermost.
+    routes
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(middleware::map_response(json_errors))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            allowed,
+            cors_only_for_allowed_origins,
+        ))
+}
+
+/// tower-http's CORS layer sends `Allow-Methods`, `Allow-Headers`,
+/// `Expose-Headers`, `Allow-Credentials` whatever the origin; the contract
+/// wants no `Access-Control-*` header at all for an origin not allowed.
+async fn cors_only_for_allowed_origins(
+    State(allowed): State<Arc<[HeaderValue]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin_allowed = request
+        .headers()
+        .get(header::ORIGIN)
+        .is_some_and(|o| allowed.contains(o));
+    let mut response = next.run(request).await;
+    if !origin_allowed {
+        let names: Vec<HeaderName> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in names {
+            response.headers_mut().remove(name);
+        }
+    }
+    response
+}
+
+/// Error responses made outside our handlers (405 from routing, 503 from the
+/// timeout, ...) get the same JSON body as ours; their headers (`Allow`) stay.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let rendered = ApiError::from_status(status).into_response();
+    let (rendered_parts, body) = rendered.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in rendered_parts.headers.iter() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,146 @@
+//! The OpenAPI document (generated from the handlers' annotations) and the
+//! offline `/docs` page (Swagger UI shipped inside the binary).
+//!
+//! Error responses are added by one rule here instead of being repeated on
+//! every handler: which statuses an operation can answer follows from what
+//! it reads (a token, a path id, a body, a query).
+
+use axum::Router;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{ErrorBody, FieldError};
+use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
+use crate::models::output::{DeletedOut, HealthOut, TaskOut};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Todo API", description = "Multi-user Todo REST API for a Next.js + Better Auth frontend."),
+    paths(
+        super::tasks::list_tasks,
+        super::tasks::create_task,
+        super::tasks::get_task,
+        super::tasks::update_task,
+        super::tasks::delete_task,
+        super::tasks::complete_task,
+        super::health::health,
+        super::health::ready,
+    ),
+    components(schemas(TaskOut, DeletedOut, HealthOut, NewTask, TaskChanges, CompleteRequest, ErrorBody, FieldError)),
+    modifiers(&SecurityAndErrors),
+    tags((name = "tasks", description = "The caller's tasks"), (name = "health", description = "Probes"))
+)]
+pub struct ApiDoc;
+
+pub fn routes() -> Router {
+    SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        .into()
+}
+
+struct SecurityAndErrors;
+
+impl Modify for SecurityAndErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A Better Auth JWT (JWT plugin, EdDSA by default) or an HS256 token signed with BETTER_AUTH_SECRET"))
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Post,
+                HttpMethod::Put,
+                HttpMethod::Delete,
+                HttpMethod::Patch,
+            ] {
+                let operation = match method {
+                    HttpMethod::Get => item.get.as_mut(),
+                    HttpMethod::Post => item.post.as_mut(),
+                    HttpMethod::Put => item.put.as_mut(),
+                    HttpMethod::Delete => item.delete.as_mut(),
+                    HttpMethod::Patch => item.patch.as_mut(),
+                    _ => None,
+                };
+                if let Some(operation) = operation {
+                    add_errors(path, operation);
+                }
+            }
+        }
+    }
+}
+
+fn add_errors(path: &str, op: &mut Operation) {
+    let protected = path.starts_with("/api/");
+    let has_body = op.request_body.is_some();
+    let has_id = path.contains("{id}");
+    let has_query = op.parameters.as_ref().is_some_and(|p| {
+        p.iter()
+            .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query))
+    });
+    if protected {
+        op.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+    let mut errors: Vec<(u16, &str)> = Vec::new();
+    if has_body {
+        errors.push((400, "The body is not valid JSON"));
+    }
+    if protected {
+        errors.push((
+            401,
+            "Missing or invalid bearer token (`WWW-Authenticate: Bearer`)",
+        ));
+    }
+    if has_id {
+        errors.push((
+            404,
+            "No such task for this caller (another user's task looks exactly the same)",
+        ));
+    }
+    if has_body {
+        errors.push((413, "The body is larger than 64 KiB"));
+        errors.push((415, "The body is not application/json"));
+    }
+    if has_body || has_query {
+        errors.push((
+            422,
+            "A field or query parameter is invalid; `errors` lists each",
+        ));
+    }
+    errors.push((500, "Unexpected error (no details are disclosed)"));
+    if protected || path == "/health/ready" {
+        errors.push((
+            503,
+            "The database cannot be reached; retry shortly (`Retry-After`)",
+        ));
+    }
+    for (status, description) in errors {
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert(response.into());
+    }
+}

@@ -1,0 +1,35 @@
+//! Public liveness and readiness probes.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::error::ApiError;
+use crate::models::output::HealthOut;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Alive", body = HealthOut)))]
+pub async fn health() -> Json<HealthOut> {
+    Json(HealthOut { status: "ok" })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses((status = 200, description = "Ready: the database answers", body = HealthOut))
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<HealthOut>, ApiError> {
+    match state.ping_database().await {
+        Ok(()) => Ok(Json(HealthOut { status: "ok" })),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
