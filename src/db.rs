@@ -36,6 +36,7 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
+                .with_regexp()
         });
     opts
 }

@@ -6,9 +6,9 @@
 //! filter cannot be written in a handler, not just "is not".
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Order};
+use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait as _, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
@@ -72,18 +72,15 @@ impl UserTasks {
             }
         }
         if let Some(q) = &query.q {
-            // lower() on both sides: case-insensitive on PostgreSQL and SQLite
-            // alike (SQLite folds ASCII letters only).
-            let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
-            let matches = |col: Column| {
-                Expr::expr(Func::lower(Expr::col(col)))
-                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
+            let matches = |col: Column| match self.db.get_database_backend() {
+                // SQLite's LIKE and lower() fold ASCII only; its REGEXP (Rust's
+                // regex, registered in db.rs) folds all of Unicode.
+                DbBackend::Sqlite => {
+                    Expr::col(col).binary(BinOper::Custom("REGEXP"), format!("(?i){}", regex::escape(q)))
+                }
+                _ => Expr::col(col).binary(BinOper::Custom("ILIKE"), format!("%{}%", escape_like(q))),
             };
-            select = select.filter(
-                Condition::any()
-                    .add(matches(Column::Title))
-                    .add(matches(Column::Description)),
-            );
+            select = select.filter(Condition::any().add(matches(Column::Title)).add(matches(Column::Description)));
         }
         let order = match query.order.unwrap_or_default() {
             SortOrder::Asc => Order::Asc,
@@ -105,8 +102,10 @@ impl UserTasks {
         } else {
             counted.order_by(Column::Id, order)
         };
+        // SQLite accepts OFFSET only after a LIMIT: "no limit" is the largest one.
+        let limit = query.limit.or(query.offset.map(|_| i64::MAX as u64));
         let rows = counted
-            .limit(query.limit)
+            .limit(limit)
             .offset(query.offset)
             .into_model::<CountedRow>()
             .all(&self.db)
@@ -202,7 +201,8 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Makes `%`, `_` and `\` in user input match literally in `LIKE ... ESCAPE '\'`.
+/// Makes `%`, `_` and `\` in user input match literally in PostgreSQL's
+/// `ILIKE`, whose escape character is the backslash.
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
