@@ -3,6 +3,7 @@
 //! that is dropped afterwards), called over HTTP like the frontend does.
 #![allow(dead_code)]
 
+pub mod jwks_server;
 pub mod keys;
 
 use std::collections::HashMap;
