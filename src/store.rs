@@ -8,8 +8,9 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbBackend,
+    DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select,
 };
 
 use crate::auth::Identity;
@@ -75,12 +76,19 @@ impl UserTasks {
             let matches = |col: Column| match self.db.get_database_backend() {
                 // SQLite's LIKE and lower() fold ASCII only; its REGEXP (Rust's
                 // regex, registered in db.rs) folds all of Unicode.
-                DbBackend::Sqlite => {
-                    Expr::col(col).binary(BinOper::Custom("REGEXP"), format!("(?i){}", regex::escape(q)))
+                DbBackend::Sqlite => Expr::col(col).binary(
+                    BinOper::Custom("REGEXP"),
+                    format!("(?i){}", regex::escape(q)),
+                ),
+                _ => {
+                    Expr::col(col).binary(BinOper::Custom("ILIKE"), format!("%{}%", escape_like(q)))
                 }
-                _ => Expr::col(col).binary(BinOper::Custom("ILIKE"), format!("%{}%", escape_like(q))),
             };
-            select = select.filter(Condition::any().add(matches(Column::Title)).add(matches(Column::Description)));
+            select = select.filter(
+                Condition::any()
+                    .add(matches(Column::Title))
+                    .add(matches(Column::Description)),
+            );
         }
         let order = match query.order.unwrap_or_default() {
             SortOrder::Asc => Order::Asc,

@@ -24,15 +24,30 @@ async fn sign_up(client: &Client, auth: &BetterAuth, name: &str) -> (String, Str
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "sign-up: {}", response.status());
-    let session = response.headers().get("set-auth-token").expect("bearer plugin's set-auth-token").to_str().unwrap().to_owned();
+    assert!(
+        response.status().is_success(),
+        "sign-up: {}",
+        response.status()
+    );
+    let session = response
+        .headers()
+        .get("set-auth-token")
+        .expect("bearer plugin's set-auth-token")
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = response.json().await.unwrap();
     let user_id = body["user"]["id"].as_str().expect("user id").to_owned();
     (user_id, jwt_for(client, auth, &session).await)
 }
 
 async fn jwt_for(client: &Client, auth: &BetterAuth, session: &str) -> String {
-    let response = client.get(auth.url("/api/auth/token")).bearer_auth(session).send().await.unwrap();
+    let response = client
+        .get(auth.url("/api/auth/token"))
+        .bearer_auth(session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     body["token"].as_str().expect("token").to_owned()
@@ -79,30 +94,67 @@ async fn real_better_auth_tokens_drive_the_api() {
 
     // CRUD as Alice.
     let first_api_call = Instant::now();
-    let task = api.create(&alice, json!({"title": "from better auth"})).await;
+    let task = api
+        .create(&alice, json!({"title": "from better auth"}))
+        .await;
     assert_eq!(task["user_id"], alice_id.as_str());
     let id = task["id"].as_i64().unwrap();
-    let (status, toggled) = json(api.request(Method::PATCH, &format!("/api/tasks/{id}/complete"), &alice).send().await.unwrap()).await;
-    assert_eq!((status, toggled["completed"].as_bool()), (StatusCode::OK, Some(true)));
-    let (status, updated) =
-        json(api.request(Method::PUT, &format!("/api/tasks/{id}"), &alice).json(&json!({"title": "renamed"})).send().await.unwrap()).await;
-    assert_eq!((status, updated["title"].as_str()), (StatusCode::OK, Some("renamed")));
+    let (status, toggled) = json(
+        api.request(Method::PATCH, &format!("/api/tasks/{id}/complete"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, toggled["completed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, updated) = json(
+        api.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
+            .json(&json!({"title": "renamed"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, updated["title"].as_str()),
+        (StatusCode::OK, Some("renamed"))
+    );
 
     // Isolation between the two real users.
     let bobs = api.create(&bob, json!({"title": "bob's"})).await;
     assert_eq!(bobs["user_id"], bob_id.as_str());
     let (_, alice_list) = api.list(&alice, "").await;
     assert_eq!(alice_list, json!([updated]));
-    let (status, _) = json(api.request(Method::GET, &format!("/api/tasks/{id}"), &bob).send().await.unwrap()).await;
+    let (status, _) = json(
+        api.request(Method::GET, &format!("/api/tasks/{id}"), &bob)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = json(api.request(Method::DELETE, &format!("/api/tasks/{id}"), &bob).send().await.unwrap()).await;
+    let (status, _) = json(
+        api.request(Method::DELETE, &format!("/api/tasks/{id}"), &bob)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A token whose payload was altered (Alice claims to be Bob) is refused.
     let mut forged_claims = payload(&alice);
     forged_claims["sub"] = json!(bob_id);
     let parts: Vec<&str> = alice.split('.').collect();
-    let forged = format!("{}.{}.{}", parts[0], B64.encode(forged_claims.to_string()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(forged_claims.to_string()),
+        parts[2]
+    );
     let (status, _) = api.list(&forged, "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // So is the session token itself (not a JWT).
@@ -110,12 +162,22 @@ async fn real_better_auth_tokens_drive_the_api() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Key rotation on the Better Auth side: new tokens carry a new kid...
-    let rotated: Value = client.post(auth.url("/test/rotate-keys")).send().await.unwrap().json().await.unwrap();
+    let rotated: Value = client
+        .post(auth.url("/test/rotate-keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (_, carol) = sign_up(&client, &auth, "carol").await;
     assert_eq!(header(&carol)["kid"], rotated["kid"]);
     assert_ne!(header(&carol)["kid"], header(&alice)["kid"]);
     // ...and verify without a restart, once our last fetch is 10 s old (the contract's refetch limit).
-    tokio::time::sleep(MIN_REFETCH_INTERVAL.saturating_sub(first_api_call.elapsed()) + Duration::from_millis(200)).await;
+    tokio::time::sleep(
+        MIN_REFETCH_INTERVAL.saturating_sub(first_api_call.elapsed()) + Duration::from_millis(200),
+    )
+    .await;
     let (status, list) = api.list(&carol, "").await;
     assert_eq!((status, list), (StatusCode::OK, json!([])));
     // Tokens signed before the rotation still verify while the old key is published.

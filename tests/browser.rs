@@ -19,8 +19,13 @@ async fn browser_signs_in_and_uses_the_api_cross_origin() {
         return;
     }
     if !std::path::Path::new(CHROMIUM).exists() {
-        assert!(!common::in_ci(), "CI=true: {CHROMIUM} is missing (apt-get install chromium)");
-        eprintln!("\n!!!!! SKIPPED: browser test: {CHROMIUM} is missing (apt-get install chromium) !!!!!\n");
+        assert!(
+            !common::in_ci(),
+            "CI=true: {CHROMIUM} is missing (apt-get install chromium)"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPED: browser test: {CHROMIUM} is missing (apt-get install chromium) !!!!!\n"
+        );
         return;
     }
     let auth_origin = "http://localhost:3000";
@@ -50,8 +55,14 @@ async fn browser_signs_in_and_uses_the_api_cross_origin() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "browser test failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("PASS") && !stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("PASS") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
     // What the browser did is really in the database: created, then deleted.
     assert!(api.db.snapshot().await.is_empty());
 }

@@ -17,7 +17,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_todo-api");
 /// The binary with a clean environment (no inherited settings, no .env).
 fn todo_api(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info").current_dir(dir);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .current_dir(dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -59,15 +62,25 @@ impl Server {
         loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
+                    if let Some(rest) = line
+                        .split("addr=")
+                        .nth(1)
+                        .filter(|_| line.contains("listening"))
+                    {
                         let addr = rest.split_whitespace().next().unwrap().to_owned();
                         let stdout = out_rx.try_iter().collect();
-                        return Ok(Server { child, addr, stdout, stderr_rx: rx });
+                        return Ok(Server {
+                            child,
+                            addr,
+                            stdout,
+                            stderr_rx: rx,
+                        });
                     }
                     seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     return Err(seen.join("\n"));
                 }
             }
@@ -80,7 +93,10 @@ impl Server {
 
     /// SIGTERM, then the exit status and the rest of stderr.
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().expect("wait");
         let rest: Vec<String> = self.stderr_rx.try_iter().collect();
         (status, rest.join("\n"))
@@ -95,8 +111,14 @@ fn refuses_to_start_without_auth_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one clear line: {stderr}");
-    assert!(lines[0].contains("BETTER_AUTH_SECRET") && lines[0].contains("BETTER_AUTH_URL"), "{stderr}");
-    assert!(!dir.path().join("todo.db").exists(), "refused before touching the database");
+    assert!(
+        lines[0].contains("BETTER_AUTH_SECRET") && lines[0].contains("BETTER_AUTH_URL"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("todo.db").exists(),
+        "refused before touching the database"
+    );
 }
 
 #[test]
@@ -106,17 +128,35 @@ fn never_prints_secrets() {
     // An unreachable database with a password in its URL: start-up fails and says why.
     let out = todo_api(
         dir.path(),
-        &[("BETTER_AUTH_SECRET", secret), ("DATABASE_URL", "postgres://app:hunter2pw@127.0.0.1:1/db?sslmode=disable")],
+        &[
+            ("BETTER_AUTH_SECRET", secret),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2pw@127.0.0.1:1/db?sslmode=disable",
+            ),
+        ],
     )
     .output()
     .unwrap();
     assert!(!out.status.success());
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("127.0.0.1:1"), "says which database: {all}");
     assert!(!all.contains("hunter2pw") && !all.contains(secret), "{all}");
-    let bad_port = todo_api(dir.path(), &[("BETTER_AUTH_SECRET", secret), ("PORT", "http")]).output().unwrap();
+    let bad_port = todo_api(
+        dir.path(),
+        &[("BETTER_AUTH_SECRET", secret), ("PORT", "http")],
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&bad_port.stderr);
-    assert!(!bad_port.status.success() && err.contains("PORT") && !err.contains(secret), "{err}");
+    assert!(
+        !bad_port.status.success() && err.contains("PORT") && !err.contains(secret),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,11 +165,19 @@ fn default_is_embedded_sqlite_and_token_command_works() {
     let env = [("BETTER_AUTH_SECRET", "cli-test-secret")];
     let server = Server::start(dir.path(), &env, &[]).expect("server starts");
     assert!(dir.path().join("todo.db").exists(), "./todo.db created");
-    let token = todo_api(dir.path(), &env).args(["token", "--sub", "cli-user", "--email", "c@example.com"]).output().unwrap();
+    let token = todo_api(dir.path(), &env)
+        .args(["token", "--sub", "cli-user", "--email", "c@example.com"])
+        .output()
+        .unwrap();
     assert!(token.status.success());
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
     let client = reqwest::blocking::Client::new();
-    let created = client.post(server.url("/api/tasks")).bearer_auth(&token).json(&json!({"title": "from cli"})).send().unwrap();
+    let created = client
+        .post(server.url("/api/tasks"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "from cli"}))
+        .send()
+        .unwrap();
     assert_eq!(created.status(), 201);
     let task: serde_json::Value = created.json().unwrap();
     assert_eq!(task["user_id"], "cli-user");
@@ -139,9 +187,19 @@ fn default_is_embedded_sqlite_and_token_command_works() {
 
     // Data survives a restart; `migrate` on an up-to-date database is a no-op.
     let migrate = todo_api(dir.path(), &env).arg("migrate").output().unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     let server = Server::start(dir.path(), &env, &[]).expect("restart");
-    let list: serde_json::Value = client.get(server.url("/api/tasks")).bearer_auth(&token).send().unwrap().json().unwrap();
+    let list: serde_json::Value = client
+        .get(server.url("/api/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(list[0]["title"], "from cli");
     server.terminate();
 }
@@ -149,14 +207,31 @@ fn default_is_embedded_sqlite_and_token_command_works() {
 #[test]
 fn dev_mode_prints_a_working_demo_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[], &["serve", "--dev"]).expect("dev server starts without a secret");
+    let server = Server::start(dir.path(), &[], &["serve", "--dev"])
+        .expect("dev server starts without a secret");
     let stdout = server.stdout.join("\n");
-    let token = server.stdout.iter().find(|l| l.matches('.').count() == 2 && !l.contains(' ')).expect("a token line").clone();
-    assert!(stdout.contains("curl -H 'Authorization: Bearer "), "{stdout}");
+    let token = server
+        .stdout
+        .iter()
+        .find(|l| l.matches('.').count() == 2 && !l.contains(' '))
+        .expect("a token line")
+        .clone();
+    assert!(
+        stdout.contains("curl -H 'Authorization: Bearer "),
+        "{stdout}"
+    );
     let client = reqwest::blocking::Client::new();
-    let response = client.get(server.url("/api/tasks")).bearer_auth(&token).send().unwrap();
+    let response = client
+        .get(server.url("/api/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let forged = client.get(server.url("/api/tasks")).bearer_auth(format!("{token}x")).send().unwrap();
+    let forged = client
+        .get(server.url("/api/tasks"))
+        .bearer_auth(format!("{token}x"))
+        .send()
+        .unwrap();
     assert_eq!(forged.status(), 401);
     server.terminate();
 }
@@ -164,18 +239,27 @@ fn dev_mode_prints_a_working_demo_token() {
 /// Two instances started at once on an empty PostgreSQL database both come up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_migrate_an_empty_postgres_at_once() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else { return };
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
     let url = db.url.clone();
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
                 let dir = tempfile::tempdir().unwrap();
-                Server::start(dir.path(), &[("BETTER_AUTH_SECRET", "s"), ("NEON_DATABASE_URL", &url)], &[])
+                Server::start(
+                    dir.path(),
+                    &[("BETTER_AUTH_SECRET", "s"), ("NEON_DATABASE_URL", &url)],
+                    &[],
+                )
             })
         })
         .collect();
-    let servers: Vec<Server> = handles.into_iter().map(|h| h.join().unwrap().expect("both instances come up")).collect();
+    let servers: Vec<Server> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("both instances come up"))
+        .collect();
     for server in &servers {
         let ready = reqwest::get(server.url("/health/ready")).await.unwrap();
         assert_eq!(ready.status(), 200);
@@ -186,10 +270,17 @@ async fn two_instances_migrate_an_empty_postgres_at_once() {
     let conn = db.connect().await;
     use sea_orm::{ConnectionTrait, Statement};
     let row = conn
-        .query_one_raw(Statement::from_string(conn.get_database_backend(), "SELECT count(*) AS n FROM seaql_migrations"))
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT count(*) AS n FROM seaql_migrations",
+        ))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1, "the migration ran once");
+    assert_eq!(
+        row.try_get::<i64>("", "n").unwrap(),
+        1,
+        "the migration ran once"
+    );
     let _ = conn.close().await;
 }

@@ -47,7 +47,13 @@ impl Drop for Proxy {
 /// Polls readiness until it answers `want` (bounded: 60 tries).
 async fn wait_ready(app: &TestApp, want: StatusCode) {
     for _ in 0..60 {
-        let status = app.client.get(app.url("/health/ready")).send().await.unwrap().status();
+        let status = app
+            .client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status();
         if status == want {
             return;
         }
@@ -59,9 +65,14 @@ async fn wait_ready(app: &TestApp, want: StatusCode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_answers_503_and_recovers() {
     // The database itself is a fresh one; the app reaches it through the proxy.
-    let Some(db) = TestDb::create(common::Backend::Postgres).await else { return };
+    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+        return;
+    };
     let mut url = url::Url::parse(&db.url).unwrap();
-    let upstream: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432)).parse().unwrap();
+    let upstream: SocketAddr =
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+            .parse()
+            .unwrap();
     let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = probe.local_addr().unwrap();
     drop(probe);
@@ -69,16 +80,32 @@ async fn postgres_outage_answers_503_and_recovers() {
     url.set_port(Some(proxy_addr.port())).unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
 
-    let Some(app) = TestApp::builder(common::Backend::Postgres).database_url(url.to_string()).start().await else { return };
+    let Some(app) = TestApp::builder(common::Backend::Postgres)
+        .database_url(url.to_string())
+        .start()
+        .await
+    else {
+        return;
+    };
     let alice = app.token("alice");
-    let task = app.create(&alice, json!({"title": "before the outage"})).await;
+    let task = app
+        .create(&alice, json!({"title": "before the outage"}))
+        .await;
 
     // Outage.
     proxy.take();
     for (method, path, body) in [
         (Method::GET, "/api/tasks".to_string(), None),
-        (Method::POST, "/api/tasks".to_string(), Some(json!({"title": "during the outage"}))),
-        (Method::PATCH, format!("/api/tasks/{}/complete", task["id"]), None),
+        (
+            Method::POST,
+            "/api/tasks".to_string(),
+            Some(json!({"title": "during the outage"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/tasks/{}/complete", task["id"]),
+            None,
+        ),
         (Method::GET, "/health/ready".to_string(), None),
     ] {
         let mut req = app.request(method.clone(), &path, &alice);
@@ -86,12 +113,26 @@ async fn postgres_outage_answers_503_and_recovers() {
             req = req.json(&body);
         }
         let response = req.send().await.unwrap();
-        assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"), "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            Some("1"),
+            "{method} {path}"
+        );
         let (status, body) = json(response).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}: {body}"
+        );
         assert_eq!(error_code(&body), "service_unavailable");
         let text = body.to_string().to_lowercase();
-        assert!(!text.contains("select") && !text.contains("postgres") && !text.contains("127.0.0.1"), "{text}");
+        assert!(
+            !text.contains("select") && !text.contains("postgres") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
     }
     // The server itself is alive.
     let (status, _) = json(app.client.get(app.url("/health")).send().await.unwrap()).await;
@@ -102,7 +143,12 @@ async fn postgres_outage_answers_503_and_recovers() {
     wait_ready(&app, StatusCode::OK).await;
     let (status, list) = app.list(&alice, "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!([task]), "the write refused during the outage did not half-happen; the toggle neither");
-    app.create(&alice, json!({"title": "after the outage"})).await;
+    assert_eq!(
+        list,
+        json!([task]),
+        "the write refused during the outage did not half-happen; the toggle neither"
+    );
+    app.create(&alice, json!({"title": "after the outage"}))
+        .await;
     drop(db);
 }

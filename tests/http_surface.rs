@@ -8,10 +8,24 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn unknown_routes_and_methods_are_json(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
-    for path in ["/", "/api", "/api/task", "/api/tasks/", "/api/tasks/1/completed", "/api/tasks/1/complete/x", "/nope?x=1"] {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    for path in [
+        "/",
+        "/api",
+        "/api/task",
+        "/api/tasks/",
+        "/api/tasks/1/completed",
+        "/api/tasks/1/complete/x",
+        "/nope?x=1",
+    ] {
         let (status, body) = json(app.client.get(app.url(path)).send().await.unwrap()).await;
-        assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"), "{path}");
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{path}"
+        );
     }
     for (method, path) in [
         (Method::DELETE, "/api/tasks"),
@@ -23,15 +37,26 @@ async fn unknown_routes_and_methods_are_json(backend: Backend) {
         (Method::PUT, "/api/tasks/1/complete"),
         (Method::POST, "/health"),
     ] {
-        let response = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
         assert!(response.headers().contains_key("allow"), "{method} {path}");
         let (status, body) = json(response).await;
-        assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"), "{method} {path}");
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            "{method} {path}"
+        );
     }
 }
 
 async fn cors_for_the_frontend_only(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
     // Preflight, without a token.
     let preflight = app
@@ -39,7 +64,10 @@ async fn cors_for_the_frontend_only(backend: Backend) {
         .request(Method::OPTIONS, app.url("/api/tasks/1"))
         .header("origin", FRONTEND_ORIGIN)
         .header("access-control-request-method", "PUT")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -47,25 +75,71 @@ async fn cors_for_the_frontend_only(backend: Backend) {
     let h = preflight.headers();
     assert_eq!(h["access-control-allow-origin"], FRONTEND_ORIGIN);
     assert_eq!(h["access-control-allow-credentials"], "true");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
-    let allowed_headers = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PUT")
+    );
+    let allowed_headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(allowed_headers.contains("authorization") && allowed_headers.contains("content-type"));
 
     // Actual requests, success and errors alike, carry the headers.
-    let create = app.request(Method::POST, "/api/tasks", &alice).header("origin", FRONTEND_ORIGIN).json(&json!({"title": "x"})).send().await.unwrap();
-    let unauthorized = app.client.get(app.url("/api/tasks")).header("origin", FRONTEND_ORIGIN).send().await.unwrap();
-    let not_found = app.request(Method::GET, "/api/tasks/999", &alice).header("origin", FRONTEND_ORIGIN).send().await.unwrap();
-    let invalid = app.request(Method::GET, "/api/tasks?limit=0", &alice).header("origin", FRONTEND_ORIGIN).send().await.unwrap();
+    let create = app
+        .request(Method::POST, "/api/tasks", &alice)
+        .header("origin", FRONTEND_ORIGIN)
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let unauthorized = app
+        .client
+        .get(app.url("/api/tasks"))
+        .header("origin", FRONTEND_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    let not_found = app
+        .request(Method::GET, "/api/tasks/999", &alice)
+        .header("origin", FRONTEND_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    let invalid = app
+        .request(Method::GET, "/api/tasks?limit=0", &alice)
+        .header("origin", FRONTEND_ORIGIN)
+        .send()
+        .await
+        .unwrap();
     for response in [create, unauthorized, not_found, invalid] {
         let h = response.headers();
-        assert_eq!(h["access-control-allow-origin"], FRONTEND_ORIGIN, "{}", response.status());
+        assert_eq!(
+            h["access-control-allow-origin"],
+            FRONTEND_ORIGIN,
+            "{}",
+            response.status()
+        );
         assert_eq!(h["access-control-allow-credentials"], "true");
-        let exposed = h["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
-        assert!(exposed.contains("x-total-count") && exposed.contains("location"), "{exposed}");
+        let exposed = h["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            exposed.contains("x-total-count") && exposed.contains("location"),
+            "{exposed}"
+        );
     }
 
     // Other origins get no Access-Control-* header at all, preflight included.
-    for origin in ["http://evil.example", "http://localhost:3001", "null", "http://localhost:3000.evil.example"] {
+    for origin in [
+        "http://evil.example",
+        "http://localhost:3001",
+        "null",
+        "http://localhost:3000.evil.example",
+    ] {
         let preflight = app
             .client
             .request(Method::OPTIONS, app.url("/api/tasks"))
@@ -75,43 +149,110 @@ async fn cors_for_the_frontend_only(backend: Backend) {
             .send()
             .await
             .unwrap();
-        let actual = app.request(Method::GET, "/api/tasks", &alice).header("origin", origin).send().await.unwrap();
+        let actual = app
+            .request(Method::GET, "/api/tasks", &alice)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
         for response in [preflight, actual] {
-            let leaked: Vec<_> = response.headers().keys().filter(|k| k.as_str().starts_with("access-control-")).collect();
+            let leaked: Vec<_> = response
+                .headers()
+                .keys()
+                .filter(|k| k.as_str().starts_with("access-control-"))
+                .collect();
             assert!(leaked.is_empty(), "{origin}: {leaked:?}");
         }
     }
 }
 
 async fn public_routes(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let (status, body) = json(app.client.get(app.url("/health")).send().await.unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-    let (status, body) = json(app.client.get(app.url("/health/ready")).send().await.unwrap()).await;
+    let (status, body) = json(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
 
-    let (status, doc) = json(app.client.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (status, doc) = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let ops = [
         ("/api/tasks", "get", vec!["200", "401", "422", "500", "503"]),
-        ("/api/tasks", "post", vec!["201", "400", "401", "413", "415", "422", "500", "503"]),
-        ("/api/tasks/{id}", "get", vec!["200", "401", "404", "500", "503"]),
-        ("/api/tasks/{id}", "put", vec!["200", "400", "401", "404", "413", "415", "422", "500", "503"]),
-        ("/api/tasks/{id}", "delete", vec!["200", "401", "404", "500", "503"]),
-        ("/api/tasks/{id}/complete", "patch", vec!["200", "400", "401", "404", "413", "415", "422", "500", "503"]),
+        (
+            "/api/tasks",
+            "post",
+            vec!["201", "400", "401", "413", "415", "422", "500", "503"],
+        ),
+        (
+            "/api/tasks/{id}",
+            "get",
+            vec!["200", "401", "404", "500", "503"],
+        ),
+        (
+            "/api/tasks/{id}",
+            "put",
+            vec![
+                "200", "400", "401", "404", "413", "415", "422", "500", "503",
+            ],
+        ),
+        (
+            "/api/tasks/{id}",
+            "delete",
+            vec!["200", "401", "404", "500", "503"],
+        ),
+        (
+            "/api/tasks/{id}/complete",
+            "patch",
+            vec![
+                "200", "400", "401", "404", "413", "415", "422", "500", "503",
+            ],
+        ),
     ];
     for (path, method, statuses) in ops {
         let op = &doc["paths"][path][method];
-        let declared: Vec<&String> = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}")).keys().collect();
+        let declared: Vec<&String> = op["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path}"))
+            .keys()
+            .collect();
         assert_eq!(declared, statuses, "{method} {path}");
         assert_eq!(op["security"], json!([{"bearer": []}]), "{method} {path}");
         for status in statuses.iter().filter(|s| !s.starts_with('2')) {
-            assert_eq!(op["responses"][*status]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody");
+            assert_eq!(
+                op["responses"][*status]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody"
+            );
         }
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
-    for schema in ["TaskOut", "NewTask", "TaskChanges", "CompleteRequest", "ErrorBody", "FieldError", "DeletedOut"] {
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for schema in [
+        "TaskOut",
+        "NewTask",
+        "TaskChanges",
+        "CompleteRequest",
+        "ErrorBody",
+        "FieldError",
+        "DeletedOut",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
     assert!(doc["paths"]["/health"]["get"]["security"].is_null());
@@ -122,15 +263,27 @@ async fn public_routes(backend: Backend) {
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger"), "{html:.200}");
     assert!(!html.contains("https://"), "no CDN: {html:.400}");
-    for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-initializer.js"] {
-        let response = app.client.get(app.url(&format!("/docs/{asset}"))).send().await.unwrap();
+    for asset in [
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-initializer.js",
+    ] {
+        let response = app
+            .client
+            .get(app.url(&format!("/docs/{asset}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
         let text = response.text().await.unwrap();
         if asset == "swagger-initializer.js" {
             assert!(text.contains("/openapi.json"), "{text}");
         }
     }
-    let redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let response = redirect.get(app.url("/docs")).send().await.unwrap();
     assert!(response.status().is_redirection() || response.status() == StatusCode::OK);
 }
@@ -139,13 +292,31 @@ async fn public_routes(backend: Backend) {
 #[test]
 fn committed_openapi_matches_the_code() {
     use utoipa::OpenApi;
-    let generated: Value = serde_json::from_str(&todo_api::routes::ApiDoc::openapi().to_pretty_json().unwrap()).unwrap();
+    let generated: Value = serde_json::from_str(
+        &todo_api::routes::ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap(),
+    )
+    .unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/api/openapi.json");
     if std::env::var("UPDATE_OPENAPI").is_ok() {
-        std::fs::write(path, serde_json::to_string_pretty(&generated).unwrap() + "\n").unwrap();
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&generated).unwrap() + "\n",
+        )
+        .unwrap();
     }
-    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("specs/api/openapi.json")).unwrap();
-    assert!(committed == generated, "specs/api/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test http_surface committed_openapi`");
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("specs/api/openapi.json"))
+            .unwrap();
+    assert!(
+        committed == generated,
+        "specs/api/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test http_surface committed_openapi`"
+    );
 }
 
-on_both_backends!(unknown_routes_and_methods_are_json, cors_for_the_frontend_only, public_routes);
+on_both_backends!(
+    unknown_routes_and_methods_are_json,
+    cors_for_the_frontend_only,
+    public_routes
+);

@@ -37,10 +37,17 @@ async fn app_with_jwks(jwks: &JwksServer, extra: &[(&str, &str)]) -> TestApp {
 }
 
 async fn status_with(app: &TestApp, token: &str) -> StatusCode {
-    let response = app.request(Method::GET, "/api/tasks", token).send().await.unwrap();
+    let response = app
+        .request(Method::GET, "/api/tasks", token)
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED {
-        assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
     }
     status
 }
@@ -52,12 +59,25 @@ fn sign(key: &TestKey, alg: &str, kid: &str, claims: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_every_algorithm_and_keeps_users_apart() {
     let keys = all_keys();
-    let jwks = JwksServer::start(keys.iter().enumerate().map(|(i, (k, _))| k.jwk(&format!("kid-{i}"))).collect()).await;
+    let jwks = JwksServer::start(
+        keys.iter()
+            .enumerate()
+            .map(|(i, (k, _))| k.jwk(&format!("kid-{i}")))
+            .collect(),
+    )
+    .await;
     let app = app_with_jwks(&jwks, &[]).await;
     for (i, (key, alg)) in keys.iter().enumerate() {
         let user = format!("user-{alg}");
         let token = sign(key, alg, &format!("kid-{i}"), &claims_for(&user));
-        let (status, task) = json(app.request(Method::POST, "/api/tasks", &token).json(&json!({"title": alg})).send().await.unwrap()).await;
+        let (status, task) = json(
+            app.request(Method::POST, "/api/tasks", &token)
+                .json(&json!({"title": alg}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{alg}: {task}");
         assert_eq!(task["user_id"], user.as_str());
         let (_, list) = app.list(&token, "").await;
@@ -71,43 +91,147 @@ async fn accepts_every_algorithm_and_keeps_users_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejection_rules_hold_for_every_key_type() {
     let keys = all_keys();
-    let jwks = JwksServer::start(keys.iter().enumerate().map(|(i, (k, _))| k.jwk(&format!("kid-{i}"))).collect()).await;
+    let jwks = JwksServer::start(
+        keys.iter()
+            .enumerate()
+            .map(|(i, (k, _))| k.jwk(&format!("kid-{i}")))
+            .collect(),
+    )
+    .await;
     let app = app_with_jwks(&jwks, &[("JWT_ISSUER", ORIGIN), ("JWT_AUDIENCE", ORIGIN)]).await;
     let t = now();
-    let good = |sub: &str| json!({"sub": sub, "iss": ORIGIN, "aud": ORIGIN, "iat": t, "exp": t + 900});
+    let good =
+        |sub: &str| json!({"sub": sub, "iss": ORIGIN, "aud": ORIGIN, "iat": t, "exp": t + 900});
     let impostor = TestKey::ed25519();
     for (i, (key, alg)) in keys.iter().enumerate() {
         let kid = format!("kid-{i}");
-        assert_eq!(status_with(&app, &sign(key, alg, &kid, &good("u"))).await, StatusCode::OK, "{alg}");
+        assert_eq!(
+            status_with(&app, &sign(key, alg, &kid, &good("u"))).await,
+            StatusCode::OK,
+            "{alg}"
+        );
         let mut cases: Vec<(&str, String)> = vec![
-            ("expired", sign(key, alg, &kid, &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN, "exp": t - 10}))),
-            ("nbf ahead", sign(key, alg, &kid, &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN, "exp": t + 900, "nbf": t + 60}))),
-            ("no exp", sign(key, alg, &kid, &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN}))),
-            ("no sub", sign(key, alg, &kid, &json!({"iss": ORIGIN, "aud": ORIGIN, "exp": t + 900}))),
-            ("empty sub", sign(key, alg, &kid, &json!({"sub": "", "iss": ORIGIN, "aud": ORIGIN, "exp": t + 900}))),
-            ("wrong iss", sign(key, alg, &kid, &json!({"sub": "u", "iss": "http://evil", "aud": ORIGIN, "exp": t + 900}))),
-            ("wrong aud", sign(key, alg, &kid, &json!({"sub": "u", "iss": ORIGIN, "aud": "http://evil", "exp": t + 900}))),
+            (
+                "expired",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN, "exp": t - 10}),
+                ),
+            ),
+            (
+                "nbf ahead",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN, "exp": t + 900, "nbf": t + 60}),
+                ),
+            ),
+            (
+                "no exp",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "iss": ORIGIN, "aud": ORIGIN}),
+                ),
+            ),
+            (
+                "no sub",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"iss": ORIGIN, "aud": ORIGIN, "exp": t + 900}),
+                ),
+            ),
+            (
+                "empty sub",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "", "iss": ORIGIN, "aud": ORIGIN, "exp": t + 900}),
+                ),
+            ),
+            (
+                "wrong iss",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "iss": "http://evil", "aud": ORIGIN, "exp": t + 900}),
+                ),
+            ),
+            (
+                "wrong aud",
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "iss": ORIGIN, "aud": "http://evil", "exp": t + 900}),
+                ),
+            ),
             (
                 "session-cache typ",
-                key.token_with_header(&json!({"alg": alg, "kid": kid, "typ": "better-auth.session-cache+jwt"}), &good("u")),
+                key.token_with_header(
+                    &json!({"alg": alg, "kid": kid, "typ": "better-auth.session-cache+jwt"}),
+                    &good("u"),
+                ),
             ),
             (
                 "session-cache aud",
-                sign(key, alg, &kid, &json!({"sub": "u", "sid": "s", "iss": ORIGIN, "aud": [ORIGIN, "better-auth:session-cache"], "exp": t + 900})),
+                sign(
+                    key,
+                    alg,
+                    &kid,
+                    &json!({"sub": "u", "sid": "s", "iss": ORIGIN, "aud": [ORIGIN, "better-auth:session-cache"], "exp": t + 900}),
+                ),
             ),
-            ("crit header", key.token_with_header(&json!({"alg": alg, "kid": kid, "crit": ["exp"]}), &good("u"))),
+            (
+                "crit header",
+                key.token_with_header(
+                    &json!({"alg": alg, "kid": kid, "crit": ["exp"]}),
+                    &good("u"),
+                ),
+            ),
             ("unknown kid", sign(key, alg, "no-such-kid", &good("u"))),
-            ("someone else's key, our kid", impostor.token_with_header(&json!({"alg": "EdDSA", "kid": kid}), &good("u"))),
+            (
+                "someone else's key, our kid",
+                impostor.token_with_header(&json!({"alg": "EdDSA", "kid": kid}), &good("u")),
+            ),
         ];
         // The same token with its payload altered after signing.
         let genuine = sign(key, alg, &kid, &good("alice"));
         let forged_payload = common::keys::signing_input(&json!({}), &good("mallory"));
         let parts: Vec<&str> = genuine.split('.').collect();
-        cases.push(("tampered payload", format!("{}.{}.{}", parts[0], forged_payload.split('.').nth(1).unwrap(), parts[2])));
-        cases.push(("truncated signature", format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() / 2])));
+        cases.push((
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                forged_payload.split('.').nth(1).unwrap(),
+                parts[2]
+            ),
+        ));
+        cases.push((
+            "truncated signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() / 2]
+            ),
+        ));
         cases.push(("no signature", format!("{}.{}.", parts[0], parts[1])));
         for (what, token) in cases {
-            assert_eq!(status_with(&app, &token).await, StatusCode::UNAUTHORIZED, "{alg}: {what}");
+            assert_eq!(
+                status_with(&app, &token).await,
+                StatusCode::UNAUTHORIZED,
+                "{alg}: {what}"
+            );
         }
     }
 }
@@ -130,21 +254,70 @@ async fn algorithm_confusion_is_impossible() {
     let claims = claims_for("mallory");
     let cases: Vec<(&str, String)> = vec![
         // HMAC "signed" with the public key, naming the key.
-        ("HS256 with Ed25519 public key", hs_token_with_header(&json!({"alg": "HS256", "kid": "ed"}), &ed.public_bytes(), &claims)),
-        ("HS256 with P-256 public key", hs_token_with_header(&json!({"alg": "HS256", "kid": "ec"}), &ec.public_bytes(), &claims)),
-        ("HS256 with RSA modulus", hs_token_with_header(&json!({"alg": "HS256", "kid": "rsa"}), &rsa.public_bytes(), &claims)),
-        ("HS256, no secret configured", hs_token("HS256", b"", &claims)),
+        (
+            "HS256 with Ed25519 public key",
+            hs_token_with_header(
+                &json!({"alg": "HS256", "kid": "ed"}),
+                &ed.public_bytes(),
+                &claims,
+            ),
+        ),
+        (
+            "HS256 with P-256 public key",
+            hs_token_with_header(
+                &json!({"alg": "HS256", "kid": "ec"}),
+                &ec.public_bytes(),
+                &claims,
+            ),
+        ),
+        (
+            "HS256 with RSA modulus",
+            hs_token_with_header(
+                &json!({"alg": "HS256", "kid": "rsa"}),
+                &rsa.public_bytes(),
+                &claims,
+            ),
+        ),
+        (
+            "HS256, no secret configured",
+            hs_token("HS256", b"", &claims),
+        ),
         // A key used for another family's algorithm.
-        ("ES256 claimed on an Ed25519 key", ec.token_with_header(&json!({"alg": "ES256", "kid": "ed"}), &claims)),
-        ("EdDSA claimed on an RSA key", ed.token_with_header(&json!({"alg": "EdDSA", "kid": "rsa"}), &claims)),
-        ("RS256 claimed on an EC key", rsa.token_with_header(&json!({"alg": "RS256", "kid": "ec"}), &claims)),
-        ("ES512 claimed on a P-256 key", ec.token_with_header(&json!({"alg": "ES512", "kid": "ec"}), &claims)),
+        (
+            "ES256 claimed on an Ed25519 key",
+            ec.token_with_header(&json!({"alg": "ES256", "kid": "ed"}), &claims),
+        ),
+        (
+            "EdDSA claimed on an RSA key",
+            ed.token_with_header(&json!({"alg": "EdDSA", "kid": "rsa"}), &claims),
+        ),
+        (
+            "RS256 claimed on an EC key",
+            rsa.token_with_header(&json!({"alg": "RS256", "kid": "ec"}), &claims),
+        ),
+        (
+            "ES512 claimed on a P-256 key",
+            ec.token_with_header(&json!({"alg": "ES512", "kid": "ec"}), &claims),
+        ),
         // A key whose JWK pins RS256 is not used for PS256.
-        ("PS256 on an RS256-only key", rsa.token_with_header(&json!({"alg": "PS256", "kid": "rsa-rs256-only"}), &claims)),
-        ("alg none", format!("{}.", common::keys::signing_input(&json!({"alg": "none", "kid": "ed"}), &claims))),
+        (
+            "PS256 on an RS256-only key",
+            rsa.token_with_header(&json!({"alg": "PS256", "kid": "rsa-rs256-only"}), &claims),
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.",
+                common::keys::signing_input(&json!({"alg": "none", "kid": "ed"}), &claims)
+            ),
+        ),
     ];
     for (what, token) in cases {
-        assert_eq!(status_with(&app, &token).await, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(
+            status_with(&app, &token).await,
+            StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
     }
     // The honest combinations work.
     for token in [
@@ -165,20 +338,33 @@ async fn algorithm_confusion_is_impossible() {
 async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
     let old = TestKey::ed25519();
     let jwks = JwksServer::start(vec![old.jwk("old")]).await;
-    let settings = AuthSettings { jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()), ..Default::default() };
+    let settings = AuthSettings {
+        jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
+        ..Default::default()
+    };
     let verifier = Verifier::new(&settings);
 
     let token = old.token("old", &claims_for("alice"));
     let results = join_all((0..1000).map(|_| verifier.verify(&token))).await;
-    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|id| id.user_id == "alice")));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|id| id.user_id == "alice"))
+    );
     assert_eq!(jwks.fetches(), 1, "one fetch for 1,000 concurrent requests");
     let first_fetch = Instant::now();
 
     let verifier = &verifier;
-    let flood_tokens: Vec<String> = (0..500).map(|i| old.token(&format!("random-{i}"), &claims_for("alice"))).collect();
+    let flood_tokens: Vec<String> = (0..500)
+        .map(|i| old.token(&format!("random-{i}"), &claims_for("alice")))
+        .collect();
     let flood = join_all(flood_tokens.iter().map(|t| verifier.verify(t))).await;
     assert!(flood.iter().all(|r| r == &Err("unknown signing key")));
-    assert_eq!(jwks.fetches(), 1, "made-up kids do not make us hammer the auth server");
+    assert_eq!(
+        jwks.fetches(),
+        1,
+        "made-up kids do not make us hammer the auth server"
+    );
 
     // Rotation on the Better Auth side: a new key, the old one still listed.
     let new = TestKey::ed25519();
@@ -188,9 +374,18 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
     assert_eq!(verifier.verify(&rotated).await, Err("unknown signing key"));
     assert_eq!(jwks.fetches(), 1);
     // ...and once it has passed, the new key is fetched at once (once).
-    tokio::time::sleep(MIN_REFETCH_INTERVAL.saturating_sub(first_fetch.elapsed()) + Duration::from_millis(100)).await;
+    tokio::time::sleep(
+        MIN_REFETCH_INTERVAL.saturating_sub(first_fetch.elapsed()) + Duration::from_millis(100),
+    )
+    .await;
     let results = join_all((0..1000).map(|_| verifier.verify(&rotated))).await;
-    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|id| id.user_id == "bob")), "{:?}", results[0]);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|id| id.user_id == "bob")),
+        "{:?}",
+        results[0]
+    );
     assert_eq!(jwks.fetches(), 2);
     // The old key keeps working while it is published.
     assert!(verifier.verify(&token).await.is_ok());
@@ -206,16 +401,38 @@ async fn unreachable_jwks_keeps_cached_keys() {
     let token = key.token("k1", &claims_for("alice"));
     assert_eq!(status_with(&app, &token).await, StatusCode::OK);
     jwks.set_down(true);
-    assert_eq!(status_with(&app, &token).await, StatusCode::OK, "cached key still verifies");
+    assert_eq!(
+        status_with(&app, &token).await,
+        StatusCode::OK,
+        "cached key still verifies"
+    );
     let other = TestKey::p256();
-    let (status, body) = json(app.request(Method::GET, "/api/tasks", &other.token("k2", &claims_for("alice"))).send().await.unwrap()).await;
+    let (status, body) = json(
+        app.request(
+            Method::GET,
+            "/api/tasks",
+            &other.token("k2", &claims_for("alice")),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 
     // A JWKS that never answered at all: 401, not 500.
-    let dead = TestApp::builder(Backend::Sqlite).env("BETTER_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks").start().await.unwrap();
+    let dead = TestApp::builder(Backend::Sqlite)
+        .env("BETTER_AUTH_JWKS_URL", "http://127.0.0.1:1/jwks")
+        .start()
+        .await
+        .unwrap();
     assert_eq!(status_with(&dead, &token).await, StatusCode::UNAUTHORIZED);
     // Garbage from the JWKS endpoint: still 401.
-    let garbage = JwksServer::start(vec![json!({"kty": "OKP", "crv": "Ed25519", "x": "!!!", "kid": "k1"}), json!("nonsense")]).await;
+    let garbage = JwksServer::start(vec![
+        json!({"kty": "OKP", "crv": "Ed25519", "x": "!!!", "kid": "k1"}),
+        json!("nonsense"),
+    ])
+    .await;
     let app = app_with_jwks(&garbage, &[]).await;
     assert_eq!(status_with(&app, &token).await, StatusCode::UNAUTHORIZED);
 }

@@ -8,19 +8,32 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 async fn crud_round_trip(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
 
     let (status, empty) = app.list(&alice, "").await;
     assert_eq!((status, empty), (StatusCode::OK, json!([])));
 
-    let response = app.request(Method::POST, "/api/tasks", &alice).json(&json!({"title": "  Buy milk  "})).send().await.unwrap();
-    let location = response.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+    let response = app
+        .request(Method::POST, "/api/tasks", &alice)
+        .json(&json!({"title": "  Buy milk  "}))
+        .send()
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
     let (status, task) = json(response).await;
     assert_eq!(status, StatusCode::CREATED);
     let id = task["id"].as_i64().unwrap();
     assert!(id > 0);
-    assert_eq!(location.as_deref(), Some(format!("/api/tasks/{id}").as_str()));
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/tasks/{id}").as_str())
+    );
     assert_eq!(task["user_id"], "alice");
     assert_eq!(task["title"], "Buy milk");
     assert_eq!(task["description"], Value::Null);
@@ -28,12 +41,19 @@ async fn crud_round_trip(backend: Backend) {
     assert_eq!(task["created_at"], task["updated_at"]);
     let keys: Vec<&String> = task.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 7, "{task}");
-    let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap()).expect("RFC 3339");
+    let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap())
+        .expect("RFC 3339");
     assert_eq!(created.offset().local_minus_utc(), 0);
     assert!(task["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Every endpoint returns the same instant for the task.
-    let (status, fetched) = json(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice).send().await.unwrap()).await;
+    let (status, fetched) = json(
+        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, task);
     let (_, list) = app.list(&alice, "").await;
@@ -41,7 +61,11 @@ async fn crud_round_trip(backend: Backend) {
 
     // Partial PUT: absent fields keep their value.
     let (status, updated) = json(
-        app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice).json(&json!({"description": "2 litres"})).send().await.unwrap(),
+        app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
+            .json(&json!({"description": "2 litres"}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -49,7 +73,10 @@ async fn crud_round_trip(backend: Backend) {
     assert_eq!(updated["description"], "2 litres");
     assert_eq!(updated["completed"], false);
     assert_eq!(updated["created_at"], task["created_at"]);
-    assert!(updated["updated_at"].as_str() > task["updated_at"].as_str(), "updated_at moves: {updated}");
+    assert!(
+        updated["updated_at"].as_str() > task["updated_at"].as_str(),
+        "updated_at moves: {updated}"
+    );
 
     let (_, updated2) = json(
         app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
@@ -59,49 +86,124 @@ async fn crud_round_trip(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!((updated2["title"].as_str(), updated2["description"].as_str(), updated2["completed"].as_bool()), (Some("Buy oat milk"), Some("2 litres"), Some(true)));
+    assert_eq!(
+        (
+            updated2["title"].as_str(),
+            updated2["description"].as_str(),
+            updated2["completed"].as_bool()
+        ),
+        (Some("Buy oat milk"), Some("2 litres"), Some(true))
+    );
 
     // "description": null clears it.
-    let (_, cleared) =
-        json(app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice).json(&json!({"description": null})).send().await.unwrap()).await;
+    let (_, cleared) = json(
+        app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
+            .json(&json!({"description": null}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(cleared["description"], Value::Null);
     assert_eq!(cleared["title"], "Buy oat milk");
 
     // GET agrees with the last write.
-    let (_, fetched) = json(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice).send().await.unwrap()).await;
+    let (_, fetched) = json(
+        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(fetched, cleared);
 
-    let (status, deleted) = json(app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice).send().await.unwrap()).await;
+    let (status, deleted) = json(
+        app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted, json!({"id": id, "deleted": true}));
-    let (status, body) = json(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice).send().await.unwrap()).await;
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({"detail": "Task not found", "code": "not_found"})));
-    let (status, _) = json(app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice).send().await.unwrap()).await;
+    let (status, body) = json(
+        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"detail": "Task not found", "code": "not_found"})
+        )
+    );
+    let (status, _) = json(
+        app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 async fn create_accepts_every_field(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
-    let task = app.create(&alice, json!({"title": "t", "description": "d", "completed": true})).await;
-    assert_eq!((task["description"].as_str(), task["completed"].as_bool()), (Some("d"), Some(true)));
-    let task = app.create(&alice, json!({"title": "t", "description": null})).await;
+    let task = app
+        .create(
+            &alice,
+            json!({"title": "t", "description": "d", "completed": true}),
+        )
+        .await;
+    assert_eq!(
+        (task["description"].as_str(), task["completed"].as_bool()),
+        (Some("d"), Some(true))
+    );
+    let task = app
+        .create(&alice, json!({"title": "t", "description": null}))
+        .await;
     assert_eq!(task["description"], Value::Null);
     // Lengths count Unicode code points, after trimming for the title.
     let long_title = "é".repeat(200);
-    let task = app.create(&alice, json!({"title": format!("  {long_title}  "), "description": "😀".repeat(1000)})).await;
+    let task = app
+        .create(
+            &alice,
+            json!({"title": format!("  {long_title}  "), "description": "😀".repeat(1000)}),
+        )
+        .await;
     assert_eq!(task["title"], long_title);
     assert_eq!(task["description"].as_str().unwrap().chars().count(), 1000);
     // Hostile-looking but valid text is stored verbatim.
     let text = "Robert'); DROP TABLE tasks;-- <script>alert(1)</script> %_\\ \u{202e}";
-    let task = app.create(&alice, json!({"title": text, "description": text})).await;
-    let (_, fetched) = json(app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice).send().await.unwrap()).await;
+    let task = app
+        .create(&alice, json!({"title": text, "description": text}))
+        .await;
+    let (_, fetched) = json(
+        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(fetched["title"], text.trim());
     assert_eq!(fetched["description"], text);
 }
 
-async fn post(app: &TestApp, token: &str, body: &str, content_type: Option<&str>) -> (StatusCode, Value) {
-    let mut req = app.request(Method::POST, "/api/tasks", token).body(body.to_owned());
+async fn post(
+    app: &TestApp,
+    token: &str,
+    body: &str,
+    content_type: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .request(Method::POST, "/api/tasks", token)
+        .body(body.to_owned());
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
@@ -109,7 +211,9 @@ async fn post(app: &TestApp, token: &str, body: &str, content_type: Option<&str>
 }
 
 async fn create_rejects_bad_input(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
     let json_ct = Some("application/json");
     let cases: Vec<(&str, Vec<&str>)> = vec![
@@ -124,10 +228,19 @@ async fn create_rejects_bad_input(backend: Backend) {
         (r#"{"title": "ok", "completed": 1}"#, vec!["completed"]),
         (r#"{"title": "ok", "completed": null}"#, vec!["completed"]),
         (r#"{"title": "ok", "description": 5}"#, vec!["description"]),
-        (r#"{"title": "ok", "description": false}"#, vec!["description"]),
+        (
+            r#"{"title": "ok", "description": false}"#,
+            vec!["description"],
+        ),
         (r#"{"title": "a\u0000b"}"#, vec!["title"]),
-        (r#"{"title": "ok", "description": "\u0000"}"#, vec!["description"]),
-        (r#"{"title": "", "description": 1, "completed": "no"}"#, vec!["title", "description", "completed"]),
+        (
+            r#"{"title": "ok", "description": "\u0000"}"#,
+            vec!["description"],
+        ),
+        (
+            r#"{"title": "", "description": 1, "completed": "no"}"#,
+            vec!["title", "description", "completed"],
+        ),
         (r#"[]"#, vec!["body"]),
         (r#"[{"title": "x"}]"#, vec!["body"]),
         (r#""title""#, vec!["body"]),
@@ -139,7 +252,11 @@ async fn create_rejects_bad_input(backend: Backend) {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {err}");
         assert_eq!(error_fields(&err), fields, "{body}");
         assert_eq!(err["detail"], "Validation failed");
-        assert!(err["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            err["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let too_long_title = json!({"title": "x".repeat(201)}).to_string();
     let too_long_description = json!({"title": "x", "description": "y".repeat(1001)}).to_string();
@@ -149,31 +266,57 @@ async fn create_rejects_bad_input(backend: Backend) {
     }
     // Empty body.
     let (status, err) = post(&app, &alice, "", json_ct).await;
-    assert_eq!((status, error_fields(&err)), (StatusCode::UNPROCESSABLE_ENTITY, vec!["body".to_string()]));
+    assert_eq!(
+        (status, error_fields(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["body".to_string()])
+    );
 
     // Not JSON: 400.
-    for body in ["{", "{\"title\": }", "not json", "{\"title\": \"x\",}", "\u{feff}{}", &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))] {
+    for body in [
+        "{",
+        "{\"title\": }",
+        "not json",
+        "{\"title\": \"x\",}",
+        "\u{feff}{}",
+        &format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+    ] {
         let (status, err) = post(&app, &alice, body, json_ct).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:.40}: {err}");
         assert_eq!(error_code(&err), "invalid_json");
     }
     // Another content type: 415, whatever the body.
-    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("multipart/form-data; boundary=x"), Some("application/jsonx")] {
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+    ] {
         let (status, err) = post(&app, &alice, r#"{"title": "x"}"#, ct).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
         assert_eq!(error_code(&err), "unsupported_media_type");
     }
     // JSON with parameters or a +json type is fine.
-    for ct in ["application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"] {
+    for ct in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+    ] {
         let (status, _) = post(&app, &alice, r#"{"title": "x"}"#, Some(ct)).await;
         assert_eq!(status, StatusCode::CREATED, "{ct}");
     }
     // Too big: 413, even when it is otherwise valid JSON.
     let big = json!({"title": "x", "description": "y".repeat(70 * 1024)}).to_string();
     let (status, err) = post(&app, &alice, &big, json_ct).await;
-    assert_eq!((status, error_code(&err)), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+    assert_eq!(
+        (status, error_code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
     // Just under the limit is read (and then fails validation, not size).
-    let padded = format!(r#"{{"title": "x", "pad": "{}"}}"#, "p".repeat(64 * 1024 - 40));
+    let padded = format!(
+        r#"{{"title": "x", "pad": "{}"}}"#,
+        "p".repeat(64 * 1024 - 40)
+    );
     assert!(padded.len() < 64 * 1024);
     let (status, _) = post(&app, &alice, &padded, json_ct).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -184,9 +327,13 @@ async fn create_rejects_bad_input(backend: Backend) {
 }
 
 async fn update_rejects_bad_input(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
-    let task = app.create(&alice, json!({"title": "keep", "description": "me"})).await;
+    let task = app
+        .create(&alice, json!({"title": "keep", "description": "me"}))
+        .await;
     let path = format!("/api/tasks/{}", task["id"]);
     for (body, fields) in [
         (json!({}), vec!["body"]),
@@ -196,27 +343,70 @@ async fn update_rejects_bad_input(backend: Backend) {
         (json!({"title": "x".repeat(201)}), vec!["title"]),
         (json!({"completed": "false"}), vec!["completed"]),
         (json!({"completed": null}), vec!["completed"]),
-        (json!({"description": 1, "title": "ok"}), vec!["description"]),
-        (json!({"description": "x".repeat(1001)}), vec!["description"]),
+        (
+            json!({"description": 1, "title": "ok"}),
+            vec!["description"],
+        ),
+        (
+            json!({"description": "x".repeat(1001)}),
+            vec!["description"],
+        ),
         (json!({"title": "a\u{0}"}), vec!["title"]),
     ] {
-        let (status, err) = json(app.request(Method::PUT, &path, &alice).json(&body).send().await.unwrap()).await;
+        let (status, err) = json(
+            app.request(Method::PUT, &path, &alice)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(error_fields(&err), fields, "{body}");
     }
-    let (status, _) = json(app.request(Method::PUT, &path, &alice).header("content-type", "application/json").body("{").send().await.unwrap()).await;
+    let (status, _) = json(
+        app.request(Method::PUT, &path, &alice)
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = json(app.request(Method::PUT, &path, &alice).header("content-type", "text/plain").body(r#"{"title":"x"}"#).send().await.unwrap()).await;
+    let (status, _) = json(
+        app.request(Method::PUT, &path, &alice)
+            .header("content-type", "text/plain")
+            .body(r#"{"title":"x"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _) = json(app.request(Method::PUT, &path, &alice).send().await.unwrap()).await;
+    let (status, _) = json(
+        app.request(Method::PUT, &path, &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // The task is untouched.
-    let (_, now) = json(app.request(Method::GET, &path, &alice).send().await.unwrap()).await;
+    let (_, now) = json(
+        app.request(Method::GET, &path, &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(now, task);
 }
 
 async fn complete_toggles_and_sets(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
     let task = app.create(&alice, json!({"title": "t"})).await;
     let path = format!("/api/tasks/{}/complete", task["id"]);
@@ -229,7 +419,10 @@ async fn complete_toggles_and_sets(backend: Backend) {
     };
     // No body toggles, whatever the content type.
     let (status, t) = json(patch(None).await.unwrap()).await;
-    assert_eq!((status, t["completed"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(
+        (status, t["completed"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
     let (_, t) = json(patch(Some(("application/json", ""))).await.unwrap()).await;
     assert_eq!(t["completed"], false);
     let (_, t) = json(patch(Some(("text/plain", ""))).await.unwrap()).await;
@@ -237,44 +430,114 @@ async fn complete_toggles_and_sets(backend: Backend) {
     // {} toggles; {"completed": x} sets.
     let (_, t) = json(patch(Some(("application/json", "{}"))).await.unwrap()).await;
     assert_eq!(t["completed"], false);
-    let (_, t) = json(patch(Some(("application/json", r#"{"completed": false}"#))).await.unwrap()).await;
+    let (_, t) = json(
+        patch(Some(("application/json", r#"{"completed": false}"#)))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(t["completed"], false);
-    let (_, t) = json(patch(Some(("application/json", r#"{"completed": true}"#))).await.unwrap()).await;
+    let (_, t) = json(
+        patch(Some(("application/json", r#"{"completed": true}"#)))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(t["completed"], true);
-    let (_, t) = json(patch(Some(("application/json", r#"{"completed": true}"#))).await.unwrap()).await;
+    let (_, t) = json(
+        patch(Some(("application/json", r#"{"completed": true}"#)))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(t["completed"], true);
     assert!(t["updated_at"].as_str() > task["updated_at"].as_str());
     assert_eq!(t["created_at"], task["created_at"]);
     // Bad bodies.
     for (ct, body, status) in [
-        ("application/json", r#"{"completed": null}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("application/json", r#"{"completed": "true"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("application/json", r#"{"completed": 0}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("application/json", r#"[true]"#, StatusCode::UNPROCESSABLE_ENTITY),
-        ("application/json", r#"{"completed": tru"#, StatusCode::BAD_REQUEST),
-        ("text/plain", r#"{"completed": false}"#, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "application/json",
+            r#"{"completed": null}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"completed": "true"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"completed": 0}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"[true]"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "application/json",
+            r#"{"completed": tru"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            r#"{"completed": false}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
     ] {
         let (got, err) = json(patch(Some((ct, body))).await.unwrap()).await;
         assert_eq!(got, status, "{body}: {err}");
     }
-    let (_, t) = json(app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice).send().await.unwrap()).await;
+    let (_, t) = json(
+        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(t["completed"], true, "bad bodies changed nothing");
 }
 
 async fn bad_ids_are_not_found(backend: Backend) {
-    let Some(app) = TestApp::start(backend).await else { return };
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
     let alice = app.token("alice");
     let task = app.create(&alice, json!({"title": "t"})).await;
     let id = task["id"].as_i64().unwrap();
-    for bad in ["0", "-1", "abc", "1.5", "+1", " 1", "1e3", "9223372036854775808", "99999999999999999999999", "9223372036854775807", "%00", "1%00", "0x1", &format!("0{id}x")] {
-        for (method, suffix) in [(Method::GET, ""), (Method::PUT, ""), (Method::DELETE, ""), (Method::PATCH, "/complete")] {
+    for bad in [
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        "+1",
+        " 1",
+        "1e3",
+        "9223372036854775808",
+        "99999999999999999999999",
+        "9223372036854775807",
+        "%00",
+        "1%00",
+        "0x1",
+        &format!("0{id}x"),
+    ] {
+        for (method, suffix) in [
+            (Method::GET, ""),
+            (Method::PUT, ""),
+            (Method::DELETE, ""),
+            (Method::PATCH, "/complete"),
+        ] {
             let mut req = app.request(method.clone(), &format!("/api/tasks/{bad}{suffix}"), &alice);
             if method == Method::PUT {
                 req = req.json(&json!({"title": "x"}));
             }
             let (status, body) = json(req.send().await.unwrap()).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {bad}: {body}");
-            assert_eq!(body, json!({"detail": "Task not found", "code": "not_found"}));
+            assert_eq!(
+                body,
+                json!({"detail": "Task not found", "code": "not_found"})
+            );
         }
     }
     let (_, list) = app.list(&alice, "").await;

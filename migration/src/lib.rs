@@ -13,3 +13,27 @@ impl MigratorTrait for Migrator {
         vec![Box::new(m20260125_000001_create_tasks::Migration)]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Versions apply in name order and are recorded by name: names must be
+    /// unique and the list sorted, or a deployment could skip one.
+    #[test]
+    fn migrations_are_uniquely_named_and_in_order() {
+        let names: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert!(!names.is_empty());
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        assert!(
+            names.iter().all(|n| n.starts_with('m') && n.len() > 16),
+            "{names:?}"
+        );
+    }
+}

@@ -26,8 +26,13 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> JwksServer {
-        let shared = Arc::new(Shared { keys: Mutex::new(keys), ..Default::default() });
-        let app = Router::new().route("/api/auth/jwks", get(jwks)).with_state(Arc::clone(&shared));
+        let shared = Arc::new(Shared {
+            keys: Mutex::new(keys),
+            ..Default::default()
+        });
+        let app = Router::new()
+            .route("/api/auth/jwks", get(jwks))
+            .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });

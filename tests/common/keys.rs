@@ -12,7 +12,11 @@ fn b64(bytes: &[u8]) -> String {
 
 /// `header.payload` for these JSON values.
 pub fn signing_input(header: &Value, claims: &Value) -> String {
-    format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()))
+    format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
 }
 
 pub fn hs_token(alg: &str, secret: &[u8], claims: &Value) -> String {
@@ -22,7 +26,11 @@ pub fn hs_token(alg: &str, secret: &[u8], claims: &Value) -> String {
 pub fn hs_token_with_header(header: &Value, secret: &[u8], claims: &Value) -> String {
     use hmac_sign::sign;
     let input = signing_input(header, claims);
-    let sig = sign(header["alg"].as_str().unwrap_or("HS256"), secret, input.as_bytes());
+    let sig = sign(
+        header["alg"].as_str().unwrap_or("HS256"),
+        secret,
+        input.as_bytes(),
+    );
     format!("{input}.{}", b64(&sig))
 }
 
@@ -39,7 +47,11 @@ mod hmac_sign {
     }
 
     fn hmac<D: Digest>(block: usize, key: &[u8], msg: &[u8]) -> Vec<u8> {
-        let mut k = if key.len() > block { D::digest(key).to_vec() } else { key.to_vec() };
+        let mut k = if key.len() > block {
+            D::digest(key).to_vec()
+        } else {
+            key.to_vec()
+        };
         k.resize(block, 0);
         let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
         let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
@@ -55,7 +67,10 @@ mod hmac_sign {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Claims like Better Auth's: `sub`, `email`, `iat`, `exp` 15 minutes ahead.
@@ -72,7 +87,9 @@ pub enum TestKey {
 
 impl TestKey {
     pub fn ed25519() -> Self {
-        TestKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()))
+        TestKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&rand::random::<
+            [u8; 32],
+        >()))
     }
 
     pub fn p256() -> Self {
@@ -114,7 +131,9 @@ impl TestKey {
     /// The public JWK, as Better Auth publishes it (no `use`; `alg` optional).
     pub fn jwk(&self, kid: &str) -> Value {
         match self {
-            TestKey::Ed25519(k) => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.verifying_key().as_bytes()), "kid": kid, "alg": "EdDSA"}),
+            TestKey::Ed25519(k) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.verifying_key().as_bytes()), "kid": kid, "alg": "EdDSA"})
+            }
             TestKey::P256(k) => {
                 let point = k.verifying_key().to_encoded_point(false);
                 json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()), "kid": kid})
@@ -176,7 +195,11 @@ impl TestKey {
     pub fn public_bytes(&self) -> Vec<u8> {
         match self {
             TestKey::Ed25519(k) => k.verifying_key().as_bytes().to_vec(),
-            TestKey::P256(k) => k.verifying_key().to_encoded_point(false).as_bytes().to_vec(),
+            TestKey::P256(k) => k
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
             TestKey::P521(k) => k.verifying_key().to_sec1_bytes().to_vec(),
             TestKey::Rsa(k) => {
                 use rsa::traits::PublicKeyParts;

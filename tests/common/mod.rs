@@ -39,7 +39,8 @@ macro_rules! on_both_backends {
 }
 
 pub fn admin_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn in_ci() -> bool {
@@ -63,7 +64,12 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("todo.db").display());
-                Some(TestDb { url, backend, pg_name: None, _dir: Some(dir) })
+                Some(TestDb {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let admin_url = admin_database_url();
@@ -76,7 +82,9 @@ impl TestDb {
                         );
                         return None;
                     }
-                    Err(e) => panic!("CI=true and PostgreSQL is unreachable at TEST_DATABASE_URL: {e}"),
+                    Err(e) => {
+                        panic!("CI=true and PostgreSQL is unreachable at TEST_DATABASE_URL: {e}")
+                    }
                 };
                 let name = format!(
                     "todo_test_{}_{}_{}",
@@ -84,18 +92,28 @@ impl TestDb {
                     COUNTER.fetch_add(1, Ordering::Relaxed),
                     rand::random::<u32>()
                 );
-                admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
                 let _ = admin.close().await;
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&name);
-                Some(TestDb { url: url.to_string(), backend, pg_name: Some(name), _dir: None })
+                Some(TestDb {
+                    url: url.to_string(),
+                    backend,
+                    pg_name: Some(name),
+                    _dir: None,
+                })
             }
         }
     }
 
     /// A direct connection, for looking at what the server stored.
     pub async fn connect(&self) -> DatabaseConnection {
-        Database::connect(&self.url).await.expect("connect to test database")
+        Database::connect(&self.url)
+            .await
+            .expect("connect to test database")
     }
 
     /// Every row of `tasks`, in id order, as JSON: a snapshot to compare.
@@ -103,10 +121,11 @@ impl TestDb {
         use sea_orm::{FromQueryResult, JsonValue, Statement};
         let db = self.connect().await;
         let sql = "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks ORDER BY id";
-        let rows = JsonValue::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
-            .all(&db)
-            .await
-            .expect("snapshot query");
+        let rows =
+            JsonValue::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
+                .all(&db)
+                .await
+                .expect("snapshot query");
         let _ = db.close().await;
         rows
     }
@@ -114,14 +133,25 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         // Drop runs outside async context: use a short-lived runtime on its own thread.
         let admin_url = admin_database_url();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
                 if let Ok(admin) = Database::connect(&admin_url).await {
-                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
                     let _ = admin.close().await;
                 }
             });
@@ -147,7 +177,11 @@ pub struct TestAppBuilder {
 
 impl TestApp {
     pub fn builder(backend: Backend) -> TestAppBuilder {
-        TestAppBuilder { backend, env: HashMap::new(), database_url: None }
+        TestAppBuilder {
+            backend,
+            env: HashMap::new(),
+            database_url: None,
+        }
     }
 
     pub async fn start(backend: Backend) -> Option<TestApp> {
@@ -169,18 +203,33 @@ impl TestApp {
     }
 
     pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(token)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
     }
 
     /// `POST /api/tasks` with a JSON body; returns the created task.
     pub async fn create(&self, token: &str, body: Value) -> Value {
-        let (status, task) = json(self.request(Method::POST, "/api/tasks", token).json(&body).send().await.unwrap()).await;
+        let (status, task) = json(
+            self.request(Method::POST, "/api/tasks", token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{task}");
         task
     }
 
     pub async fn list(&self, token: &str, query: &str) -> (StatusCode, Value) {
-        json(self.request(Method::GET, &format!("/api/tasks{query}"), token).send().await.unwrap()).await
+        json(
+            self.request(Method::GET, &format!("/api/tasks{query}"), token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 }
 
@@ -209,16 +258,28 @@ impl TestAppBuilder {
             env.insert("DATABASE_URL".into(), url.clone());
         }
         env.extend(self.env);
-        let settings = todo_api::Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
+        let settings =
+            todo_api::Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
         let app = todo_api::build(&settings).await.expect("build app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(todo_api::serve(listener, app, async {
             let _ = rx.await;
         }));
-        let secret = env.get("BETTER_AUTH_SECRET").map(|s| s.clone().into_bytes()).unwrap_or_default();
-        Some(TestApp { base, client: Client::new(), secret, db, shutdown: Some(tx) })
+        let secret = env
+            .get("BETTER_AUTH_SECRET")
+            .map(|s| s.clone().into_bytes())
+            .unwrap_or_default();
+        Some(TestApp {
+            base,
+            client: Client::new(),
+            secret,
+            db,
+            shutdown: Some(tx),
+        })
     }
 }
 
@@ -233,21 +294,37 @@ impl Drop for TestApp {
 /// Status and JSON body of a response (asserting the body is JSON).
 pub async fn json(response: Response) -> (StatusCode, Value) {
     let status = response.status();
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let text = response.text().await.expect("read body");
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON ({content_type}): {text:?}"));
-    assert!(content_type.starts_with("application/json"), "{status}: content-type {content_type:?}");
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{status}: body is not JSON ({content_type}): {text:?}"));
+    assert!(
+        content_type.starts_with("application/json"),
+        "{status}: content-type {content_type:?}"
+    );
     (status, value)
 }
 
 /// Asserts the contract's error shape and returns the `code`.
 pub fn error_code(body: &Value) -> &str {
     assert!(body["detail"].is_string(), "no string detail: {body}");
-    body["code"].as_str().unwrap_or_else(|| panic!("no string code: {body}"))
+    body["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string code: {body}"))
 }
 
 /// The `field`s of a 422 body.
 pub fn error_fields(body: &Value) -> Vec<String> {
     assert_eq!(error_code(body), "validation_error", "{body}");
-    body["errors"].as_array().expect("errors array").iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+    body["errors"]
+        .as_array()
+        .expect("errors array")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -27,7 +27,10 @@ pub fn node_ready() -> bool {
         return fail("node is not installed".into());
     }
     if !dir.join("node_modules/better-auth").exists() {
-        let status = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status();
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status();
         if !status.is_ok_and(|s| s.success()) {
             return fail(format!("`npm ci` failed in {}", dir.display()));
         }
@@ -45,7 +48,10 @@ impl BetterAuth {
     /// Starts server.mjs with these variables and waits (bounded) for `READY <url>`.
     pub fn start(env: &[(&str, &str)]) -> BetterAuth {
         let mut cmd = Command::new("node");
-        cmd.arg("server.mjs").current_dir(interop_dir()).env("ENABLE_TEST_ROUTES", "1").stdout(Stdio::piped());
+        cmd.arg("server.mjs")
+            .current_dir(interop_dir())
+            .env("ENABLE_TEST_ROUTES", "1")
+            .stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -61,11 +67,15 @@ impl BetterAuth {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("READY ") {
-                        return BetterAuth { base_url: url.trim().to_owned(), child };
+                        return BetterAuth {
+                            base_url: url.trim().to_owned(),
+                            child,
+                        };
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("Better Auth server did not print READY");
                 }
             }
