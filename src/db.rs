@@ -63,7 +63,20 @@ pub async fn migrate(url: &str) -> Result<(), DbErr> {
                 .await?;
             migrated
         }
-        _ => Migrator::up(&conn, None).await,
+        // SQLite has no advisory lock and migrates without a transaction: two
+        // instances on a new file may both apply a version, and the second to
+        // record it fails. Nothing left pending means the other one did the work.
+        _ => match Migrator::up(&conn, None).await {
+            Err(err)
+                if Migrator::get_pending_migrations(&conn)
+                    .await
+                    .is_ok_and(|p| p.is_empty()) =>
+            {
+                tracing::info!(error = %err, "another instance applied the migrations");
+                Ok(())
+            }
+            other => other,
+        },
     };
     conn.close().await?;
     result

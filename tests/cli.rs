@@ -284,3 +284,35 @@ async fn two_instances_migrate_an_empty_postgres_at_once() {
     );
     let _ = conn.close().await;
 }
+
+/// The same on one new SQLite file (no advisory lock there).
+#[test]
+fn two_instances_start_on_one_new_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("shared.db").display()
+    );
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let cwd = tempfile::tempdir().unwrap();
+                Server::start(
+                    cwd.path(),
+                    &[("BETTER_AUTH_SECRET", "s"), ("DATABASE_URL", &url)],
+                    &[],
+                )
+            })
+        })
+        .collect();
+    let servers: Vec<Server> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("both instances come up"))
+        .collect();
+    for server in servers {
+        let ready = reqwest::blocking::get(server.url("/health/ready")).unwrap();
+        assert_eq!(ready.status(), 200);
+        server.terminate();
+    }
+}
