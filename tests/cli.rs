@@ -91,6 +91,28 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Waits (bounded) for a log line containing `text`.
+    fn wait_for_log(&self, text: &str) {
+        loop {
+            let line = self
+                .stderr_rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits until the server says it is shutting down.
+    fn signal_and_wait_for_shutdown_notice(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.wait_for_log("shutdown signal received");
+    }
+
     /// SIGTERM, then the exit status and the rest of stderr.
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let _ = Command::new("kill")
@@ -315,4 +337,42 @@ fn two_instances_start_on_one_new_sqlite_file() {
         assert_eq!(ready.status(), 200);
         server.terminate();
     }
+}
+
+/// SIGTERM lets a request already in flight finish: its body arrives after the
+/// signal, and it is still answered (and stored) before the process exits.
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    // tower_http=debug logs "started processing request": the moment to signal.
+    let env = [
+        ("BETTER_AUTH_SECRET", "graceful-secret"),
+        ("RUST_LOG", "info,tower_http=debug"),
+    ];
+    let server = Server::start(dir.path(), &env, &[]).expect("server starts");
+    let token = todo_api::auth::mint_hs256(b"graceful-secret", "alice", None, 600).unwrap();
+    let body = r#"{"title": "sent across the shutdown"}"#;
+    let (first, rest) = body.split_at(10);
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    server.wait_for_log("started processing request");
+    server.signal_and_wait_for_shutdown_notice();
+    stream.write_all(rest.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains("sent across the shutdown"));
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{status}");
 }
