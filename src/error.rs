@@ -198,3 +198,66 @@ impl From<DbErr> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(err: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = err.into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn internal_errors_disclose_nothing() {
+        let (status, _, body) = render(ApiError::Internal(
+            "SELECT secret FROM x: password=hunter2".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            serde_json::json!({"detail": "Internal server error", "code": "internal_error"})
+        );
+    }
+
+    #[tokio::test]
+    async fn unavailable_asks_to_retry_without_details() {
+        let (status, headers, body) = render(ApiError::Unavailable(
+            "connection refused to 10.0.0.1".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert!(!body.to_string().contains("10.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn unauthorized_challenges() {
+        let (_, headers, body) = render(ApiError::Unauthorized(AuthFailure::Missing)).await;
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body["code"], "not_authenticated");
+        let (_, headers, body) = render(ApiError::invalid_token("token expired")).await;
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#
+        );
+        assert_eq!(body["detail"], "Invalid token: token expired");
+    }
+
+    #[tokio::test]
+    async fn validation_lists_fields() {
+        let (status, _, body) = render(ApiError::field("title", "must not be empty")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body["errors"],
+            serde_json::json!([{"field": "title", "message": "must not be empty"}])
+        );
+    }
+}
