@@ -125,6 +125,29 @@ impl Server {
     }
 }
 
+/// Starts two servers at the same moment with these settings; both must come up.
+fn start_two_at_once(env: &[(&str, &str)]) -> Vec<Server> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let env = env.clone();
+            std::thread::spawn(move || {
+                let cwd = tempfile::tempdir().unwrap();
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                Server::start(cwd.path(), &env, &[])
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("both instances come up"))
+        .collect()
+}
+
 #[test]
 fn refuses_to_start_without_auth_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,24 +287,7 @@ async fn two_instances_migrate_an_empty_postgres_at_once() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let url = db.url.clone();
-    let handles: Vec<_> = (0..2)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let dir = tempfile::tempdir().unwrap();
-                Server::start(
-                    dir.path(),
-                    &[("BETTER_AUTH_SECRET", "s"), ("NEON_DATABASE_URL", &url)],
-                    &[],
-                )
-            })
-        })
-        .collect();
-    let servers: Vec<Server> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().expect("both instances come up"))
-        .collect();
+    let servers = start_two_at_once(&[("BETTER_AUTH_SECRET", "s"), ("NEON_DATABASE_URL", &db.url)]);
     for server in &servers {
         let ready = reqwest::get(server.url("/health/ready")).await.unwrap();
         assert_eq!(ready.status(), 200);
@@ -315,23 +321,7 @@ fn two_instances_start_on_one_new_sqlite_file() {
         "sqlite://{}?mode=rwc",
         dir.path().join("shared.db").display()
     );
-    let handles: Vec<_> = (0..2)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let cwd = tempfile::tempdir().unwrap();
-                Server::start(
-                    cwd.path(),
-                    &[("BETTER_AUTH_SECRET", "s"), ("DATABASE_URL", &url)],
-                    &[],
-                )
-            })
-        })
-        .collect();
-    let servers: Vec<Server> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().expect("both instances come up"))
-        .collect();
+    let servers = start_two_at_once(&[("BETTER_AUTH_SECRET", "s"), ("DATABASE_URL", &url)]);
     for server in servers {
         let ready = reqwest::blocking::get(server.url("/health/ready")).unwrap();
         assert_eq!(ready.status(), 200);

@@ -7,47 +7,45 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// Sends `n` toggles at once; all must succeed. Returns `completed` afterwards.
+async fn toggle_concurrently(
+    app: &TestApp,
+    token: &str,
+    id: &serde_json::Value,
+    n: usize,
+) -> serde_json::Value {
+    let path = format!("/api/tasks/{id}/complete");
+    let results = join_all((0..n).map(|_| app.request(Method::PATCH, &path, token).send())).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK))
+        .count();
+    assert_eq!(ok, n, "every toggle succeeded");
+    let (_, after) = json(
+        app.request(Method::GET, &format!("/api/tasks/{id}"), token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    after["completed"].clone()
+}
+
 async fn concurrent_toggles_keep_parity(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
     let alice = app.token("alice");
     let task = app.create(&alice, json!({"title": "flip me"})).await;
-    let path = format!("/api/tasks/{}/complete", task["id"]);
-    let toggles = (0..50).map(|_| app.request(Method::PATCH, &path, &alice).send());
-    let results = join_all(toggles).await;
-    let ok = results
-        .into_iter()
-        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK))
-        .count();
-    assert_eq!(ok, 50, "every toggle succeeded");
-    let (_, after) = json(
-        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // An even number of toggles returns to the start, an odd one flips: none was lost.
     assert_eq!(
-        after["completed"], false,
-        "50 toggles (even) return to the start: none was lost"
+        toggle_concurrently(&app, &alice, &task["id"], 50).await,
+        false
     );
-
-    // And once more with an odd count.
-    let results = join_all((0..51).map(|_| app.request(Method::PATCH, &path, &alice).send())).await;
-    assert!(
-        results
-            .iter()
-            .all(|r| r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK))
+    assert_eq!(
+        toggle_concurrently(&app, &alice, &task["id"], 51).await,
+        true
     );
-    let (_, after) = json(
-        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(after["completed"], true);
 }
 
 async fn concurrent_creates_all_persist(backend: Backend) {

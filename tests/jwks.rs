@@ -28,6 +28,17 @@ fn all_keys() -> Vec<(TestKey, &'static str)> {
     ]
 }
 
+/// A JWKS server publishing every key, the i-th as `kid-{i}`.
+async fn publish(keys: &[(TestKey, &str)]) -> JwksServer {
+    JwksServer::start(
+        keys.iter()
+            .enumerate()
+            .map(|(i, (k, _))| k.jwk(&format!("kid-{i}")))
+            .collect(),
+    )
+    .await
+}
+
 async fn app_with_jwks(jwks: &JwksServer, extra: &[(&str, &str)]) -> TestApp {
     let mut builder = TestApp::builder(Backend::Sqlite).env("BETTER_AUTH_URL", &jwks.base_url);
     for (k, v) in extra {
@@ -59,13 +70,7 @@ fn sign(key: &TestKey, alg: &str, kid: &str, claims: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_every_algorithm_and_keeps_users_apart() {
     let keys = all_keys();
-    let jwks = JwksServer::start(
-        keys.iter()
-            .enumerate()
-            .map(|(i, (k, _))| k.jwk(&format!("kid-{i}")))
-            .collect(),
-    )
-    .await;
+    let jwks = publish(&keys).await;
     let app = app_with_jwks(&jwks, &[]).await;
     for (i, (key, alg)) in keys.iter().enumerate() {
         let user = format!("user-{alg}");
@@ -91,13 +96,7 @@ async fn accepts_every_algorithm_and_keeps_users_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejection_rules_hold_for_every_key_type() {
     let keys = all_keys();
-    let jwks = JwksServer::start(
-        keys.iter()
-            .enumerate()
-            .map(|(i, (k, _))| k.jwk(&format!("kid-{i}")))
-            .collect(),
-    )
-    .await;
+    let jwks = publish(&keys).await;
     let app = app_with_jwks(&jwks, &[("JWT_ISSUER", ORIGIN), ("JWT_AUDIENCE", ORIGIN)]).await;
     let t = now();
     let good =
