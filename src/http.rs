@@ -14,7 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::{ApiError, BODY_LIMIT};
@@ -60,7 +60,7 @@ pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -73,6 +73,17 @@ pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
             allowed,
             cors_only_for_allowed_origins,
         ))
+}
+
+/// The span of a request: method, path and request id. Not the query string,
+/// which is user data (and where a misguided client might put a token).
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id = %id)
 }
 
 /// tower-http's CORS layer sends `Allow-Methods`, `Allow-Headers`,

@@ -226,6 +226,12 @@ fn default_is_embedded_sqlite_and_token_command_works() {
     assert_eq!(created.status(), 201);
     let task: serde_json::Value = created.json().unwrap();
     assert_eq!(task["user_id"], "cli-user");
+    // A token in the query string is no credential, and does not reach the logs.
+    let misplaced = client
+        .get(server.url(&format!("/api/tasks?access_token={token}")))
+        .send()
+        .unwrap();
+    assert_eq!(misplaced.status(), 401);
     let (status, log) = server.terminate();
     assert!(status.success(), "graceful exit on SIGTERM: {status} {log}");
     assert!(!log.contains(&token), "tokens are never logged");
