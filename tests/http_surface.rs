@@ -256,6 +256,25 @@ async fn public_routes(backend: Backend) {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
     assert!(doc["paths"]["/health"]["get"]["security"].is_null());
+    // The PATCH body may be absent, but it is never JSON null; PUT needs a field.
+    let patch_body = &doc["paths"]["/api/tasks/{id}/complete"]["patch"]["requestBody"];
+    assert_ne!(patch_body["required"], true);
+    assert_eq!(
+        patch_body["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/CompleteRequest"
+    );
+    assert_eq!(
+        doc["paths"]["/api/tasks"]["post"]["requestBody"]["required"],
+        true
+    );
+    let changes = &doc["components"]["schemas"]["TaskChanges"];
+    assert_eq!(changes["minProperties"], 1);
+    assert_eq!(changes["properties"]["completed"]["type"], "boolean");
+    assert_eq!(changes["properties"]["title"]["type"], "string");
+    assert_eq!(
+        changes["properties"]["description"]["type"],
+        json!(["string", "null"])
+    );
 
     // The docs page, and everything it loads, is served by us (works offline).
     let page = app.client.get(app.url("/docs/")).send().await.unwrap();

@@ -12,16 +12,28 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, FieldError};
 
 pub const TITLE_MAX_CHARS: usize = 200;
+// The schema `pattern`s say what they can of the rules below: no NUL
+// anywhere, and a title with at least one character that is not white space.
 pub const DESCRIPTION_MAX_CHARS: usize = 1000;
 
 /// Body of `POST /api/tasks`. Unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct NewTask {
     /// 1 to 200 characters after trimming; stored trimmed.
-    #[schema(example = "Buy milk", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "Buy milk",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*\S[^\u0000]*$"
+    )]
     pub title: String,
     /// At most 1000 characters, or null.
-    #[schema(example = "2 litres, semi-skimmed", max_length = 1000, nullable)]
+    #[schema(
+        example = "2 litres, semi-skimmed",
+        max_length = 1000,
+        nullable,
+        pattern = r"^[^\u0000]*$"
+    )]
     #[serde(default)]
     pub description: Option<String>,
     /// Defaults to false.
@@ -33,18 +45,30 @@ pub struct NewTask {
 /// Body of `PUT /api/tasks/{id}`: any of the three fields, at least one.
 /// Absent fields keep their value; `"description": null` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[schema(min_properties = 1)]
 pub struct TaskChanges {
-    #[schema(example = "Buy oat milk", min_length = 1, max_length = 200)]
+    /// May be absent; never null.
+    #[schema(
+        example = "Buy oat milk",
+        min_length = 1,
+        max_length = 200,
+        nullable = false,
+        pattern = r"^[^\u0000]*\S[^\u0000]*$"
+    )]
     pub title: Option<String>,
-    #[schema(value_type = Option<String>, max_length = 1000, nullable)]
+    /// `null` clears it.
+    #[schema(value_type = Option<String>, max_length = 1000, nullable, pattern = r"^[^\u0000]*$")]
     pub description: Option<Option<String>>,
+    /// May be absent; never null.
+    #[schema(nullable = false)]
     pub completed: Option<bool>,
 }
 
 /// Body of `PATCH /api/tasks/{id}/complete`. No body, or `{}`, toggles.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct CompleteRequest {
-    /// The state to set; omit the field (or the body) to toggle.
+    /// The state to set; omit the field (or the body) to toggle. Never null.
+    #[schema(nullable = false)]
     pub completed: Option<bool>,
 }
 

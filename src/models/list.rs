@@ -51,7 +51,7 @@ pub struct ListQuery {
     /// `true` or `false`: the same filter as `status`.
     pub completed: Option<bool>,
     /// Case-insensitive substring of title or description (at most 1000 characters).
-    #[param(max_length = 1000)]
+    #[param(max_length = 1000, pattern = r"^[^\u0000]*$")]
     pub q: Option<String>,
     /// Sort key (default `created_at`); ties are broken by `id` in the same order.
     #[param(inline)]

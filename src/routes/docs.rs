@@ -8,6 +8,7 @@
 use axum::Router;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -74,11 +75,33 @@ impl Modify for SecurityAndErrors {
                     _ => None,
                 };
                 if let Some(operation) = operation {
+                    body_may_be_absent_not_null(operation);
                     add_errors(path, operation);
                 }
             }
         }
     }
+}
+
+/// utoipa renders an optional body (`Option<T>`) as "T or JSON null"; ours
+/// means "T, or no body at all" (`required` is already left out).
+fn body_may_be_absent_not_null(op: &mut Operation) {
+    let Some(RefOr::T(body)) = op.request_body.as_mut() else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        let RefOr::T(content) = content else { continue };
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema {
+            let mut not_null = one_of.items.iter().filter(|item| !is_null_schema(item));
+            if let (Some(only), None) = (not_null.next(), not_null.next()) {
+                content.schema = Some(only.clone());
+            }
+        }
+    }
+}
+
+fn is_null_schema(schema: &RefOr<Schema>) -> bool {
+    matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null))
 }
 
 fn add_errors(path: &str, op: &mut Operation) {
