@@ -12,19 +12,19 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, FieldError};
 
 pub const TITLE_MAX_CHARS: usize = 200;
-// The schema `pattern`s say what they can of the rules below: no NUL
-// anywhere, and a title with at least one character that is not white space.
+// The schema `pattern`s state the rules below exactly: no NUL anywhere, and a
+// title of 1 to 200 characters once leading and trailing white space is gone.
+// The white space set is spelled out (it is `is_strippable` below) because
+// `\s` means different things to JSON Schema (ECMA-262), Python and Rust.
 pub const DESCRIPTION_MAX_CHARS: usize = 1000;
 
 /// Body of `POST /api/tasks`. Unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct NewTask {
-    /// 1 to 200 characters after trimming; stored trimmed.
+    /// 1 to 200 characters after trimming white space; stored trimmed.
     #[schema(
         example = "Buy milk",
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000]*\S[^\u0000]*$"
+        pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
     )]
     pub title: String,
     /// At most 1000 characters, or null.
@@ -50,10 +50,8 @@ pub struct TaskChanges {
     /// May be absent; never null.
     #[schema(
         example = "Buy oat milk",
-        min_length = 1,
-        max_length = 200,
         nullable = false,
-        pattern = r"^[^\u0000]*\S[^\u0000]*$"
+        pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
     )]
     pub title: Option<String>,
     /// `null` clears it.
@@ -166,8 +164,14 @@ fn string<'v>(value: &'v Value, what: &str) -> Result<&'v str, String> {
     Ok(s)
 }
 
+/// White space as Python's `str.strip()` (the FastAPI reference) sees it:
+/// Unicode White_Space plus the separators U+001C..U+001F.
+fn is_strippable(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 fn title(value: &Value) -> Result<String, String> {
-    let t = string(value, "a string")?.trim();
+    let t = string(value, "a string")?.trim_matches(is_strippable);
     match t.chars().count() {
         0 => Err("must not be empty".into()),
         n if n > TITLE_MAX_CHARS => Err(format!("must be at most {TITLE_MAX_CHARS} characters")),
