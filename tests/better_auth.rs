@@ -93,10 +93,11 @@ async fn real_better_auth_tokens_drive_the_api() {
     assert_eq!(claims["iss"], auth.base_url.as_str());
 
     // CRUD as Alice.
-    let first_api_call = Instant::now();
     let task = api
         .create(&alice, json!({"title": "from better auth"}))
         .await;
+    // The JWKS was fetched during that call, so before this instant.
+    let keys_fetched_by = Instant::now();
     assert_eq!(task["user_id"], alice_id.as_str());
     let id = task["id"].as_i64().unwrap();
     let (status, toggled) = json(
@@ -175,7 +176,7 @@ async fn real_better_auth_tokens_drive_the_api() {
     assert_ne!(header(&carol)["kid"], header(&alice)["kid"]);
     // ...and verify without a restart, once our last fetch is 10 s old (the contract's refetch limit).
     tokio::time::sleep(
-        MIN_REFETCH_INTERVAL.saturating_sub(first_api_call.elapsed()) + Duration::from_millis(200),
+        MIN_REFETCH_INTERVAL.saturating_sub(keys_fetched_by.elapsed()) + Duration::from_millis(200),
     )
     .await;
     let (status, list) = api.list(&carol, "").await;

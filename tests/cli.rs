@@ -372,3 +372,27 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let (status, _) = server.terminate();
     assert!(status.success(), "{status}");
 }
+
+/// Settings come from a `.env` file in the working directory too.
+#[test]
+fn settings_come_from_dot_env() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "BETTER_AUTH_SECRET=from-dot-env\nDATABASE_URL=sqlite://envfile.db?mode=rwc\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &[], &[]).expect("starts with the settings of .env");
+    assert!(
+        dir.path().join("envfile.db").exists(),
+        "DATABASE_URL from .env used"
+    );
+    let token = todo_api::auth::mint_hs256(b"from-dot-env", "alice", None, 600).unwrap();
+    let response = reqwest::blocking::Client::new()
+        .get(server.url("/api/tasks"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "BETTER_AUTH_SECRET from .env used");
+    server.terminate();
+}

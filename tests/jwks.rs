@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::jwks_server::JwksServer;
 use common::keys::{TestKey, claims_for, hs_token, hs_token_with_header, now};
@@ -351,32 +351,38 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
             .all(|r| r.as_ref().is_ok_and(|id| id.user_id == "alice"))
     );
     assert_eq!(jwks.fetches(), 1, "one fetch for 1,000 concurrent requests");
-    let first_fetch = Instant::now();
 
+    // A flood of made-up kids: at most one refetch (none if the last fetch is
+    // under 10 s old), however many requests.
     let verifier = &verifier;
     let flood_tokens: Vec<String> = (0..500)
         .map(|i| old.token(&format!("random-{i}"), &claims_for("alice")))
         .collect();
     let flood = join_all(flood_tokens.iter().map(|t| verifier.verify(t))).await;
     assert!(flood.iter().all(|r| r == &Err("unknown signing key")));
-    assert_eq!(
-        jwks.fetches(),
-        1,
-        "made-up kids do not make us hammer the auth server"
+    assert!(
+        jwks.fetches() <= 2,
+        "made-up kids do not make us hammer the auth server: {} fetches",
+        jwks.fetches()
     );
 
     // Rotation on the Better Auth side: a new key, the old one still listed.
     let new = TestKey::ed25519();
     jwks.set_keys(vec![new.jwk("new"), old.jwk("old")]);
     let rotated = new.token("new", &claims_for("bob"));
-    // Within the window the unknown kid is not fetched again...
-    assert_eq!(verifier.verify(&rotated).await, Err("unknown signing key"));
-    assert_eq!(jwks.fetches(), 1);
-    // ...and once it has passed, the new key is fetched at once (once).
+    let since_last = || jwks.last_fetch().unwrap().elapsed();
+    // Within the window (checked with a wide margin) an unknown kid is not refetched...
+    if since_last() < MIN_REFETCH_INTERVAL / 2 {
+        let fetches = jwks.fetches();
+        assert_eq!(verifier.verify(&rotated).await, Err("unknown signing key"));
+        assert_eq!(jwks.fetches(), fetches);
+    }
+    // ...and once it has passed, the new key is fetched at once, once.
     tokio::time::sleep(
-        MIN_REFETCH_INTERVAL.saturating_sub(first_fetch.elapsed()) + Duration::from_millis(100),
+        MIN_REFETCH_INTERVAL.saturating_sub(since_last()) + Duration::from_millis(100),
     )
     .await;
+    let fetches = jwks.fetches();
     let results = join_all((0..1000).map(|_| verifier.verify(&rotated))).await;
     assert!(
         results
@@ -385,7 +391,7 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
         "{:?}",
         results[0]
     );
-    assert_eq!(jwks.fetches(), 2);
+    assert_eq!(jwks.fetches(), fetches + 1);
     // The old key keeps working while it is published.
     assert!(verifier.verify(&token).await.is_ok());
 }

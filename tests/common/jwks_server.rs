@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 struct Shared {
     keys: Mutex<Vec<Value>>,
     fetches: AtomicUsize,
+    last_fetch: Mutex<Option<Instant>>,
     down: AtomicBool,
 }
 
@@ -47,6 +49,11 @@ impl JwksServer {
         self.shared.fetches.load(Ordering::SeqCst)
     }
 
+    /// When the keys were last asked for.
+    pub fn last_fetch(&self) -> Option<Instant> {
+        *self.shared.last_fetch.lock().unwrap()
+    }
+
     /// While down, every fetch answers 503.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
@@ -54,6 +61,7 @@ impl JwksServer {
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    *shared.last_fetch.lock().unwrap() = Some(Instant::now());
     shared.fetches.fetch_add(1, Ordering::SeqCst);
     if shared.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -1,6 +1,5 @@
 //! Token minting for tests, done by hand (not with the crate under test):
-//! HMAC tokens and asymmetric keys of each JWKS algorithm, generated here
-//! (the RSA key is a committed test-only fixture: generating one is slow).
+//! HMAC tokens and asymmetric keys of each JWKS algorithm, generated here.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -112,10 +111,14 @@ impl TestKey {
         }
     }
 
+    /// A 2048-bit RSA key, generated once per test binary (`rsa` is built
+    /// optimised even in debug, see Cargo.toml, so this takes well under a second).
     pub fn rsa() -> Self {
-        use rsa::pkcs8::DecodePrivateKey;
-        let pem = include_str!("../fixtures/rsa-test-key.pem");
-        TestKey::Rsa(rsa::RsaPrivateKey::from_pkcs8_pem(pem).expect("fixture RSA key"))
+        static KEY: std::sync::OnceLock<rsa::RsaPrivateKey> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("RSA key generation")
+        });
+        TestKey::Rsa(key.clone())
     }
 
     /// The algorithm Better Auth would use with this key (RSA: RS256).
