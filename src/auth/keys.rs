@@ -97,8 +97,8 @@ impl PublicKey {
         if !self.allows(jws.alg) {
             return false;
         }
-        match (&self.material, jws.alg.jsonwebtoken()) {
-            (Material::P521(key), None) => {
+        match &self.material {
+            Material::P521(key) => {
                 let Some(signature) = jws
                     .signature()
                     .and_then(|s| p521::ecdsa::Signature::from_slice(&s).ok())
@@ -107,16 +107,9 @@ impl PublicKey {
                 };
                 key.verify(jws.signing_input.as_bytes(), &signature).is_ok()
             }
-            (Material::Ed25519(key) | Material::P256(key) | Material::Rsa(key), Some(alg)) => {
-                jsonwebtoken::crypto::verify(
-                    jws.signature_b64,
-                    jws.signing_input.as_bytes(),
-                    key,
-                    alg,
-                )
-                .unwrap_or(false)
+            Material::Ed25519(key) | Material::P256(key) | Material::Rsa(key) => {
+                jws.verify_with(key)
             }
-            _ => false,
         }
     }
 }

@@ -55,16 +55,10 @@ impl Verifier {
         let jws = Jws::parse(token)?;
         let genuine = if jws.alg.is_hmac() {
             // HS* only ever with the shared secret, never with a JWKS key.
-            let (Some(secret), Some(alg)) = (&self.secret, jws.alg.jsonwebtoken()) else {
+            let Some(secret) = &self.secret else {
                 return Err("unsupported algorithm");
             };
-            jsonwebtoken::crypto::verify(
-                jws.signature_b64,
-                jws.signing_input.as_bytes(),
-                secret,
-                alg,
-            )
-            .unwrap_or(false)
+            jws.verify_with(secret)
         } else {
             let Some(jwks) = &self.jwks else {
                 return Err("unsupported algorithm");

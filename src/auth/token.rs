@@ -114,6 +114,15 @@ impl<'t> Jws<'t> {
         })
     }
 
+    /// Checks the signature with a `jsonwebtoken` key (every algorithm but ES512).
+    pub fn verify_with(&self, key: &jsonwebtoken::DecodingKey) -> bool {
+        let Some(alg) = self.alg.jsonwebtoken() else {
+            return false;
+        };
+        jsonwebtoken::crypto::verify(self.signature_b64, self.signing_input.as_bytes(), key, alg)
+            .unwrap_or(false)
+    }
+
     pub fn signature(&self) -> Option<Vec<u8>> {
         URL_SAFE_NO_PAD.decode(self.signature_b64).ok()
     }
