@@ -1,20 +1,28 @@
 //! The OpenAPI document (generated from the handlers' annotations) and the
-//! offline `/docs` page (Swagger UI shipped inside the binary).
+//! offline `/docs` page (Swagger UI shipped inside the binary by the
+//! `vendored` feature of utoipa-swagger-ui).
 //!
 //! Error responses are added by one rule here instead of being repeated on
 //! every handler: which statuses an operation can answer follows from what
 //! it reads (a token, a path id, a body, a query).
 
-use axum::Router;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::Config;
 
-use crate::error::{ErrorBody, FieldError};
+use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
 use crate::models::output::{DeletedOut, HealthOut, TaskOut};
 
@@ -37,10 +45,54 @@ use crate::models::output::{DeletedOut, HealthOut, TaskOut};
 )]
 pub struct ApiDoc;
 
+/// `/openapi.json`, and Swagger UI (files shipped inside the binary) at
+/// `/docs`. Routed by hand rather than with `SwaggerUi`, whose `/docs`
+/// answers with a redirect: here `GET /docs` is the page itself.
 pub fn routes() -> Router {
-    SwaggerUi::new("/docs")
-        .url("/openapi.json", ApiDoc::openapi())
-        .into()
+    // Serialised once: the document never changes while the process runs.
+    let spec = Bytes::from(ApiDoc::openapi().to_json().unwrap_or_default());
+    let config = Arc::new(Config::from("/openapi.json"));
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
+        )
+        .route("/docs", get(docs_file))
+        .route("/docs/", get(docs_file))
+        .route("/docs/{*file}", get(docs_file))
+        .layer(Extension(config))
+}
+
+async fn docs_file(
+    file: Option<Path<String>>,
+    Extension(config): Extension<Arc<Config<'static>>>,
+) -> Response {
+    let name = file.as_ref().map_or("", |Path(name)| name.as_str());
+    match utoipa_swagger_ui::serve(name, config) {
+        Ok(Some(found)) => {
+            let mut bytes = found.bytes.into_owned();
+            if name.is_empty() || name == "index.html" {
+                // The page refers to its assets relatively: anchor them at /docs/
+                // whether it was reached as /docs or /docs/.
+                let html = String::from_utf8_lossy(&bytes).replacen(
+                    "<head>",
+                    r#"<head><base href="/docs/">"#,
+                    1,
+                );
+                bytes = html.into_bytes();
+            }
+            let mut response =
+                ([(header::CONTENT_TYPE, found.content_type)], bytes).into_response();
+            if found.gzpipped {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            response
+        }
+        Ok(None) => ApiError::RouteNotFound.into_response(),
+        Err(e) => ApiError::Internal(format!("docs: {e}")).into_response(),
+    }
 }
 
 struct SecurityAndErrors;
