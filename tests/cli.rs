@@ -396,3 +396,22 @@ fn settings_come_from_dot_env() {
     assert_eq!(response.status(), 200, "BETTER_AUTH_SECRET from .env used");
     server.terminate();
 }
+
+/// An unreachable JWKS: the token gets 401 (not 500), and the log says why.
+#[test]
+fn unreachable_jwks_is_logged_and_answered_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BETTER_AUTH_JWKS_URL", "http://127.0.0.1:1/api/auth/jwks")];
+    let server = Server::start(dir.path(), &env, &[]).expect("starts with a JWKS source only");
+    let key = common::keys::TestKey::ed25519();
+    let token = key.token("kid-1", &common::keys::claims_for("alice"));
+    let response = reqwest::blocking::Client::new()
+        .get(server.url("/api/tasks"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    server.wait_for_log("could not fetch JWKS");
+    let (_, log) = server.terminate();
+    assert!(!log.contains(&token), "tokens are never logged");
+}
