@@ -4,7 +4,7 @@
 mod common;
 
 use common::keys::{self, claims_for, now};
-use common::{Backend, TestApp, error_code, json};
+use common::{Backend, TestApp, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -351,12 +351,9 @@ async fn identity_only_from_the_token(backend: Backend) {
         .unwrap();
     assert_401(resp, false).await;
 
-    let (status, updated) = json(
+    let (status, updated) = send(
         app.request(Method::PUT, &format!("/api/tasks/{}", task["id"]), &alice)
-            .json(&json!({"user_id": "bob", "title": "still mine"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"user_id": "bob", "title": "still mine"})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::node::{BetterAuth, node_ready};
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp, send};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use todo_api::auth::MIN_REFETCH_INTERVAL;
@@ -100,23 +100,15 @@ async fn real_better_auth_tokens_drive_the_api() {
     let keys_fetched_by = Instant::now();
     assert_eq!(task["user_id"], alice_id.as_str());
     let id = task["id"].as_i64().unwrap();
-    let (status, toggled) = json(
-        api.request(Method::PATCH, &format!("/api/tasks/{id}/complete"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, toggled) =
+        send(api.request(Method::PATCH, &format!("/api/tasks/{id}/complete"), &alice)).await;
     assert_eq!(
         (status, toggled["completed"].as_bool()),
         (StatusCode::OK, Some(true))
     );
-    let (status, updated) = json(
+    let (status, updated) = send(
         api.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
-            .json(&json!({"title": "renamed"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"title": "renamed"})),
     )
     .await;
     assert_eq!(
@@ -129,21 +121,9 @@ async fn real_better_auth_tokens_drive_the_api() {
     assert_eq!(bobs["user_id"], bob_id.as_str());
     let (_, alice_list) = api.list(&alice, "").await;
     assert_eq!(alice_list, json!([updated]));
-    let (status, _) = json(
-        api.request(Method::GET, &format!("/api/tasks/{id}"), &bob)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = send(api.request(Method::GET, &format!("/api/tasks/{id}"), &bob)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = json(
-        api.request(Method::DELETE, &format!("/api/tasks/{id}"), &bob)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = send(api.request(Method::DELETE, &format!("/api/tasks/{id}"), &bob)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A token whose payload was altered (Alice claims to be Bob) is refused.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp, json, send};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -21,13 +21,7 @@ async fn toggle_concurrently(
         .filter(|r| r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK))
         .count();
     assert_eq!(ok, n, "every toggle succeeded");
-    let (_, after) = json(
-        app.request(Method::GET, &format!("/api/tasks/{id}"), token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, after) = send(app.request(Method::GET, &format!("/api/tasks/{id}"), token)).await;
     after["completed"].clone()
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{TestApp, TestDb, error_code, json};
+use common::{TestApp, TestDb, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -135,7 +135,7 @@ async fn postgres_outage_answers_503_and_recovers() {
         );
     }
     // The server itself is alive.
-    let (status, _) = json(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    let (status, _) = send(app.client.get(app.url("/health"))).await;
     assert_eq!(status, StatusCode::OK);
 
     // Recovery, with no restart.

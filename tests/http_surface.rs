@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, FRONTEND_ORIGIN, TestApp, error_code, json};
+use common::{Backend, FRONTEND_ORIGIN, TestApp, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ async fn unknown_routes_and_methods_are_json(backend: Backend) {
         "/api/tasks/1/complete/x",
         "/nope?x=1",
     ] {
-        let (status, body) = json(app.client.get(app.url(path)).send().await.unwrap()).await;
+        let (status, body) = send(app.client.get(app.url(path))).await;
         assert_eq!(
             (status, error_code(&body)),
             (StatusCode::NOT_FOUND, "not_found"),
@@ -170,26 +170,12 @@ async fn public_routes(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let (status, body) = json(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    let (status, body) = send(app.client.get(app.url("/health"))).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
-    let (status, body) = json(
-        app.client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send(app.client.get(app.url("/health/ready"))).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
 
-    let (status, doc) = json(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, doc) = send(app.client.get(app.url("/openapi.json"))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let ops = [
@@ -319,14 +305,7 @@ async fn public_routes(backend: Backend) {
             assert!(text.contains("/openapi.json"), "{text}");
         }
     }
-    let (status, body) = json(
-        no_redirects
-            .get(app.url("/docs/nope.js"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send(no_redirects.get(app.url("/docs/nope.js"))).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::NOT_FOUND, "not_found")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::jwks_server::JwksServer;
 use common::keys::{TestKey, claims_for, hs_token, hs_token_with_header, now};
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp, send};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -75,12 +75,9 @@ async fn accepts_every_algorithm_and_keeps_users_apart() {
     for (i, (key, alg)) in keys.iter().enumerate() {
         let user = format!("user-{alg}");
         let token = sign(key, alg, &format!("kid-{i}"), &claims_for(&user));
-        let (status, task) = json(
+        let (status, task) = send(
             app.request(Method::POST, "/api/tasks", &token)
-                .json(&json!({"title": alg}))
-                .send()
-                .await
-                .unwrap(),
+                .json(&json!({"title": alg})),
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{alg}: {task}");
@@ -412,16 +409,11 @@ async fn unreachable_jwks_keeps_cached_keys() {
         "cached key still verifies"
     );
     let other = TestKey::p256();
-    let (status, body) = json(
-        app.request(
-            Method::GET,
-            "/api/tasks",
-            &other.token("k2", &claims_for("alice")),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
+    let (status, body) = send(app.request(
+        Method::GET,
+        "/api/tasks",
+        &other.token("k2", &claims_for("alice")),
+    ))
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 

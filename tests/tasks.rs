@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, error_code, error_fields, json};
+use common::{Backend, TestApp, error_code, error_fields, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -47,25 +47,17 @@ async fn crud_round_trip(backend: Backend) {
     assert!(task["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Every endpoint returns the same instant for the task.
-    let (status, fetched) = json(
-        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, fetched) =
+        send(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, task);
     let (_, list) = app.list(&alice, "").await;
     assert_eq!(list, json!([task.clone()]));
 
     // Partial PUT: absent fields keep their value.
-    let (status, updated) = json(
+    let (status, updated) = send(
         app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
-            .json(&json!({"description": "2 litres"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"description": "2 litres"})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -78,12 +70,9 @@ async fn crud_round_trip(backend: Backend) {
         "updated_at moves: {updated}"
     );
 
-    let (_, updated2) = json(
+    let (_, updated2) = send(
         app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
-            .json(&json!({"title": " Buy oat milk ", "completed": true}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"title": " Buy oat milk ", "completed": true})),
     )
     .await;
     assert_eq!(
@@ -96,43 +85,23 @@ async fn crud_round_trip(backend: Backend) {
     );
 
     // "description": null clears it.
-    let (_, cleared) = json(
+    let (_, cleared) = send(
         app.request(Method::PUT, &format!("/api/tasks/{id}"), &alice)
-            .json(&json!({"description": null}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"description": null})),
     )
     .await;
     assert_eq!(cleared["description"], Value::Null);
     assert_eq!(cleared["title"], "Buy oat milk");
 
     // GET agrees with the last write.
-    let (_, fetched) = json(
-        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, fetched) = send(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)).await;
     assert_eq!(fetched, cleared);
 
-    let (status, deleted) = json(
-        app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, deleted) =
+        send(app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted, json!({"id": id, "deleted": true}));
-    let (status, body) = json(
-        app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = send(app.request(Method::GET, &format!("/api/tasks/{id}"), &alice)).await;
     assert_eq!(
         (status, body),
         (
@@ -140,13 +109,7 @@ async fn crud_round_trip(backend: Backend) {
             json!({"detail": "Task not found", "code": "not_found"})
         )
     );
-    let (status, _) = json(
-        app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = send(app.request(Method::DELETE, &format!("/api/tasks/{id}"), &alice)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -184,13 +147,8 @@ async fn create_accepts_every_field(backend: Backend) {
     let task = app
         .create(&alice, json!({"title": text, "description": text}))
         .await;
-    let (_, fetched) = json(
-        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, fetched) =
+        send(app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)).await;
     assert_eq!(fetched["title"], text.trim());
     assert_eq!(fetched["description"], text);
 }
@@ -207,7 +165,7 @@ async fn post(
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
-    json(req.send().await.unwrap()).await
+    send(req).await
 }
 
 async fn create_rejects_bad_input(backend: Backend) {
@@ -353,53 +311,28 @@ async fn update_rejects_bad_input(backend: Backend) {
         ),
         (json!({"title": "a\u{0}"}), vec!["title"]),
     ] {
-        let (status, err) = json(
-            app.request(Method::PUT, &path, &alice)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, err) = send(app.request(Method::PUT, &path, &alice).json(&body)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(error_fields(&err), fields, "{body}");
     }
-    let (status, _) = json(
+    let (status, _) = send(
         app.request(Method::PUT, &path, &alice)
             .header("content-type", "application/json")
-            .body("{")
-            .send()
-            .await
-            .unwrap(),
+            .body("{"),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = json(
+    let (status, _) = send(
         app.request(Method::PUT, &path, &alice)
             .header("content-type", "text/plain")
-            .body(r#"{"title":"x"}"#)
-            .send()
-            .await
-            .unwrap(),
+            .body(r#"{"title":"x"}"#),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _) = json(
-        app.request(Method::PUT, &path, &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = send(app.request(Method::PUT, &path, &alice)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // The task is untouched.
-    let (_, now) = json(
-        app.request(Method::GET, &path, &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, now) = send(app.request(Method::GET, &path, &alice)).await;
     assert_eq!(now, task);
 }
 
@@ -476,13 +409,8 @@ async fn complete_toggles_and_sets(backend: Backend) {
         let (got, err) = json(patch(Some((ct, body))).await.unwrap()).await;
         assert_eq!(got, status, "{body}: {err}");
     }
-    let (_, t) = json(
-        app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, t) =
+        send(app.request(Method::GET, &format!("/api/tasks/{}", task["id"]), &alice)).await;
     assert_eq!(t["completed"], false, "bad bodies changed nothing");
 }
 
@@ -519,7 +447,7 @@ async fn bad_ids_are_not_found(backend: Backend) {
             if method == Method::PUT {
                 req = req.json(&json!({"title": "x"}));
             }
-            let (status, body) = json(req.send().await.unwrap()).await;
+            let (status, body) = send(req).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {bad}: {body}");
             assert_eq!(
                 body,

@@ -210,26 +210,14 @@ impl TestApp {
 
     /// `POST /api/tasks` with a JSON body; returns the created task.
     pub async fn create(&self, token: &str, body: Value) -> Value {
-        let (status, task) = json(
-            self.request(Method::POST, "/api/tasks", token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, task) =
+            send(self.request(Method::POST, "/api/tasks", token).json(&body)).await;
         assert_eq!(status, StatusCode::CREATED, "{task}");
         task
     }
 
     pub async fn list(&self, token: &str, query: &str) -> (StatusCode, Value) {
-        json(
-            self.request(Method::GET, &format!("/api/tasks{query}"), token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        send(self.request(Method::GET, &format!("/api/tasks{query}"), token)).await
     }
 }
 
@@ -289,6 +277,11 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Sends the request; its status and JSON body.
+pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    json(request.send().await.expect("request sent")).await
 }
 
 /// Status and JSON body of a response (asserting the body is JSON).
