@@ -16,7 +16,40 @@ const MIGRATION_LOCK_KEY: i64 = 0x746f_646f_5f6d_6967; // "todo_mig"
 /// Opens the connection pool. Connecting is lazy per connection, but the first
 /// one is made here so a wrong URL fails at start-up, not on the first request.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
-    Database::connect(options(url, max_connections)).await
+    retry_sqlite_busy(|| Database::connect(options(url, max_connections))).await
+}
+
+/// Start-up against a SQLite file another process is opening or migrating at
+/// the same moment can meet BUSY/LOCKED at once (switching a new file to WAL
+/// does not wait out the busy timeout). Such errors are retried with a short
+/// backoff, for about 10 s in all; any other error is returned at once.
+async fn retry_sqlite_busy<T, F, Fut>(mut attempt: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut tries: u64 = 0;
+    loop {
+        match attempt().await {
+            Err(err) if tries < 40 && is_sqlite_busy(&err) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25 * tries.min(20))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_sqlite_busy(err: &DbErr) -> bool {
+    let sqlx_error = match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    matches!(&**sqlx_error, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && matches!(db.code().as_deref(), Some("5" | "6")))
 }
 
 fn options(url: &str, max_connections: u32) -> ConnectOptions {
@@ -44,6 +77,10 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
 /// Applies pending migrations. On PostgreSQL an advisory lock makes concurrent
 /// starters take turns, so two instances on an empty database both come up.
 pub async fn migrate(url: &str) -> Result<(), DbErr> {
+    retry_sqlite_busy(|| migrate_once(url)).await
+}
+
+async fn migrate_once(url: &str) -> Result<(), DbErr> {
     // A pool of one connection: the lock, the migrations and the unlock share
     // one session, which is what a session-level advisory lock requires.
     let conn = Database::connect(options(url, 1)).await?;
