@@ -41,15 +41,8 @@ where
 }
 
 fn is_sqlite_busy(err: &DbErr) -> bool {
-    let sqlx_error = match err {
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        _ => return false,
-    };
-    matches!(&**sqlx_error, sqlx::Error::Database(db)
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-            && matches!(db.code().as_deref(), Some("5" | "6")))
+    matches!(sqlx_error(err), Some(sqlx::Error::Database(db))
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && is_sqlite_busy_code(db.code().as_deref()))
 }
 
 fn options(url: &str, max_connections: u32) -> ConnectOptions {
@@ -127,11 +120,23 @@ pub fn is_unavailable(err: &DbErr) -> bool {
             true
         }
         DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            sqlx_unavailable(e)
-        }
-        _ => false,
+        _ => sqlx_error(err).is_some_and(sqlx_unavailable),
     }
+}
+
+/// The sqlx error under a SeaORM connection, execution or query error.
+fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// SQLite's primary result codes 5 (BUSY) and 6 (LOCKED).
+fn is_sqlite_busy_code(code: Option<&str>) -> bool {
+    matches!(code, Some("5" | "6"))
 }
 
 fn sqlx_unavailable(err: &sqlx::Error) -> bool {
@@ -143,14 +148,14 @@ fn sqlx_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
             // PostgreSQL: 08xxx connection exception, 57P0x server shutting down,
-            // 53xxx insufficient resources. SQLite: 5 BUSY, 6 LOCKED.
+            // 53xxx insufficient resources. SQLite: BUSY, LOCKED.
             code.starts_with("08")
                 || code.starts_with("57P")
                 || code.starts_with("53")
-                || code == "5"
-                || code == "6"
+                || is_sqlite_busy_code(Some(code))
         }
         _ => false,
     }
