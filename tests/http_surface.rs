@@ -256,7 +256,19 @@ async fn public_routes(backend: Backend) {
     let changes = &doc["components"]["schemas"]["TaskChanges"];
     assert_eq!(changes["minProperties"], 1);
     assert_eq!(changes["properties"]["completed"]["type"], "boolean");
-    assert_eq!(changes["properties"]["title"]["type"], "string");
+    // Both bodies take their title rule from one component: a string, never null.
+    for body in ["NewTask", "TaskChanges"] {
+        let title = &doc["components"]["schemas"][body]["properties"]["title"];
+        assert_eq!(title["$ref"], "#/components/schemas/TaskTitle", "{body}");
+    }
+    let title = &doc["components"]["schemas"]["TaskTitle"];
+    assert_eq!(title["type"], "string");
+    assert!(
+        title["pattern"]
+            .as_str()
+            .is_some_and(|p| p.contains(r"\u0000")),
+        "{title}"
+    );
     assert_eq!(
         changes["properties"]["description"]["type"],
         json!(["string", "null"])

@@ -12,20 +12,27 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, FieldError};
 
 pub const TITLE_MAX_CHARS: usize = 200;
-// The schema `pattern`s state the rules below exactly: no NUL anywhere, and a
-// title of 1 to 200 characters once leading and trailing white space is gone.
-// The white space set is spelled out (it is `is_strippable` below) because
-// `\s` means different things to JSON Schema (ECMA-262), Python and Rust.
+
+// The schema of a title, shared by the bodies that carry one. Its `pattern`
+// states the rule of `title()` below exactly. The white space set is spelled
+// out (it is `is_strippable`) because `\s` means different things to JSON
+// Schema (ECMA-262), Python and Rust.
+/// A task title: 1 to 200 characters after trimming leading and trailing
+/// white space (it is stored trimmed); no NUL character.
+#[derive(ToSchema)]
+#[schema(
+    example = "Buy milk",
+    pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+)]
+pub struct TaskTitle(pub String); // only a schema: bodies are read by `title()`
+
 pub const DESCRIPTION_MAX_CHARS: usize = 1000;
 
 /// Body of `POST /api/tasks`. Unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct NewTask {
     /// 1 to 200 characters after trimming white space; stored trimmed.
-    #[schema(
-        example = "Buy milk",
-        pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
+    #[schema(value_type = TaskTitle)]
     pub title: String,
     /// At most 1000 characters, or null.
     #[schema(
@@ -48,11 +55,7 @@ pub struct NewTask {
 #[schema(min_properties = 1)]
 pub struct TaskChanges {
     /// May be absent; never null.
-    #[schema(
-        example = "Buy oat milk",
-        nullable = false,
-        pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
-    )]
+    #[schema(value_type = Option<TaskTitle>, nullable = false)]
     pub title: Option<String>,
     /// `null` clears it.
     #[schema(value_type = Option<String>, max_length = 1000, nullable, pattern = r"^[^\u0000]*$")]

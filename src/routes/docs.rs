@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::Config;
 
 use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
+use crate::models::input::{CompleteRequest, NewTask, TaskChanges, TaskTitle};
 use crate::models::output::{DeletedOut, HealthOut, TaskOut};
 
 #[derive(OpenApi)]
@@ -39,7 +39,7 @@ use crate::models::output::{DeletedOut, HealthOut, TaskOut};
         super::health::health,
         super::health::ready,
     ),
-    components(schemas(TaskOut, DeletedOut, HealthOut, NewTask, TaskChanges, CompleteRequest, ErrorBody, FieldError)),
+    components(schemas(TaskOut, DeletedOut, HealthOut, NewTask, TaskChanges, TaskTitle, CompleteRequest, ErrorBody, FieldError)),
     modifiers(&SecurityAndErrors),
     tags((name = "tasks", description = "The caller's tasks"), (name = "health", description = "Probes"))
 )]
