@@ -1,7 +1,6 @@
 //! Test harness: a real server on a random loopback port, backed by a real
 //! database of its own (a fresh SQLite file, or a fresh PostgreSQL database
 //! that is dropped afterwards), called over HTTP like the frontend does.
-#![allow(dead_code)]
 
 pub mod jwks_server;
 pub mod keys;
@@ -50,7 +49,6 @@ pub fn in_ci() -> bool {
 /// A database used by one test only.
 pub struct TestDb {
     pub url: String,
-    pub backend: Backend,
     pg_name: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -66,7 +64,6 @@ impl TestDb {
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("todo.db").display());
                 Some(TestDb {
                     url,
-                    backend,
                     pg_name: None,
                     _dir: Some(dir),
                 })
@@ -101,7 +98,6 @@ impl TestDb {
                 url.set_path(&name);
                 Some(TestDb {
                     url: url.to_string(),
-                    backend,
                     pg_name: Some(name),
                     _dir: None,
                 })

@@ -4,12 +4,10 @@
 //! CORS_ORIGINS are blocked by the browser. The browser side is
 //! interop/better-auth/browser-test.mjs.
 
-mod common;
-
 use std::process::Command;
 
-use common::node::{interop_dir, node_ready};
-use common::{Backend, TestApp};
+use crate::common::node::{interop_dir, node_ready};
+use crate::common::{Backend, TestApp};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -20,7 +18,7 @@ async fn browser_signs_in_and_uses_the_api_cross_origin() {
     }
     if !std::path::Path::new(CHROMIUM).exists() {
         assert!(
-            !common::in_ci(),
+            !crate::common::in_ci(),
             "CI=true: {CHROMIUM} is missing (apt-get install chromium)"
         );
         eprintln!(

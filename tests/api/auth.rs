@@ -1,10 +1,8 @@
 //! Authentication, through HTTP: every 401 rule of the contract, and that
 //! authentication answers before anything else about the request.
 
-mod common;
-
-use common::keys::{self, claims_for, now};
-use common::{Backend, TestApp, error_code, json, send};
+use crate::common::keys::{self, claims_for, now};
+use crate::common::{Backend, TestApp, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

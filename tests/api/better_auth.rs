@@ -2,14 +2,12 @@
 //! JWT + bearer plugins) signs users up over HTTP as the frontend would; the
 //! JWTs it issues drive this API.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::node::{BetterAuth, node_ready};
+use crate::common::{Backend, TestApp, send};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::node::{BetterAuth, node_ready};
-use common::{Backend, TestApp, send};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use todo_api::auth::MIN_REFETCH_INTERVAL;

@@ -2,13 +2,11 @@
 //! every rejection rule with each key type, algorithm confusion, key
 //! rotation, single-flight and rate-limited refetches, an unreachable JWKS.
 
-mod common;
-
 use std::time::Duration;
 
-use common::jwks_server::JwksServer;
-use common::keys::{TestKey, claims_for, hs_token, hs_token_with_header, now};
-use common::{Backend, TestApp, send};
+use crate::common::jwks_server::JwksServer;
+use crate::common::keys::{TestKey, claims_for, hs_token, hs_token_with_header, now};
+use crate::common::{Backend, TestApp, send};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -201,7 +199,7 @@ async fn rejection_rules_hold_for_every_key_type() {
         ];
         // The same token with its payload altered after signing.
         let genuine = sign(key, alg, &kid, &good("alice"));
-        let forged_payload = common::keys::signing_input(&json!({}), &good("mallory"));
+        let forged_payload = crate::common::keys::signing_input(&json!({}), &good("mallory"));
         let parts: Vec<&str> = genuine.split('.').collect();
         cases.push((
             "tampered payload",
@@ -304,7 +302,7 @@ async fn algorithm_confusion_is_impossible() {
             "alg none",
             format!(
                 "{}.",
-                common::keys::signing_input(&json!({"alg": "none", "kid": "ed"}), &claims)
+                crate::common::keys::signing_input(&json!({"alg": "none", "kid": "ed"}), &claims)
             ),
         ),
     ];

@@ -1,9 +1,7 @@
 //! Every rejected request (400, 401, 404, 413, 415, 422) leaves the database
 //! exactly as it was, for each write endpoint.
 
-mod common;
-
-use common::{Backend, TestApp};
+use crate::common::{Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

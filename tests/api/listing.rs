@@ -1,9 +1,7 @@
 //! `GET /api/tasks`: order, filters, search, sort, paging, `X-Total-Count`,
 //! and a 422 naming the parameter for every bad value.
 
-mod common;
-
-use common::{Backend, TestApp, error_fields, json};
+use crate::common::{Backend, TestApp, error_fields, json};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

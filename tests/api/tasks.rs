@@ -1,9 +1,7 @@
 //! The six task endpoints: success paths, validation and bad input, as the
 //! frontend would call them.
 
-mod common;
-
-use common::{Backend, TestApp, error_code, error_fields, json, send};
+use crate::common::{Backend, TestApp, error_code, error_fields, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

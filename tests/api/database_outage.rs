@@ -4,11 +4,9 @@
 //! PostgreSQL is reached through a TCP proxy owned by the test, so "stopping
 //! the database" never touches the shared server.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::{TestApp, TestDb, error_code, json, send};
+use crate::common::{TestApp, TestDb, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +63,7 @@ async fn wait_ready(app: &TestApp, want: StatusCode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_answers_503_and_recovers() {
     // The database itself is a fresh one; the app reaches it through the proxy.
-    let Some(db) = TestDb::create(common::Backend::Postgres).await else {
+    let Some(db) = TestDb::create(crate::common::Backend::Postgres).await else {
         return;
     };
     let mut url = url::Url::parse(&db.url).unwrap();
@@ -80,7 +78,7 @@ async fn postgres_outage_answers_503_and_recovers() {
     url.set_port(Some(proxy_addr.port())).unwrap();
     url.set_host(Some("127.0.0.1")).unwrap();
 
-    let Some(app) = TestApp::builder(common::Backend::Postgres)
+    let Some(app) = TestApp::builder(crate::common::Backend::Postgres)
         .database_url(url.to_string())
         .start()
         .await

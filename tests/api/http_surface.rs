@@ -1,9 +1,7 @@
 //! What every route shares: JSON errors, 404/405, CORS, public routes,
 //! the OpenAPI document and the docs page.
 
-mod common;
-
-use common::{Backend, FRONTEND_ORIGIN, TestApp, error_code, json, send};
+use crate::common::{Backend, FRONTEND_ORIGIN, TestApp, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -347,7 +345,7 @@ fn committed_openapi_matches_the_code() {
             .unwrap();
     assert!(
         committed == generated,
-        "specs/api/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test http_surface committed_openapi`"
+        "specs/api/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test api committed_openapi`"
     );
 }
 

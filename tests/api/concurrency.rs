@@ -1,8 +1,6 @@
 //! Concurrent writes: toggles are atomic, creates all persist.
 
-mod common;
-
-use common::{Backend, TestApp, json, send};
+use crate::common::{Backend, TestApp, json, send};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -1,9 +1,7 @@
 //! Neon-style URLs: `sslmode=require&channel_binding=require` are accepted and
 //! the connection really is TLS (checked from the server side, pg_stat_ssl).
 
-mod common;
-
-use common::{Backend, TestApp, TestDb};
+use crate::common::{Backend, TestApp, TestDb};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,7 +9,7 @@ async fn neon_style_url_connects_over_tls() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let admin = Database::connect(common::admin_database_url())
+    let admin = Database::connect(crate::common::admin_database_url())
         .await
         .unwrap();
     let backend = admin.get_database_backend();

@@ -1,9 +1,7 @@
 //! Two users: neither can see, change or detect the other's tasks. Another
 //! user's task answers exactly like one that never existed.
 
-mod common;
-
-use common::{Backend, TestApp, json};
+use crate::common::{Backend, TestApp, json};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

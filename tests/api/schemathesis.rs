@@ -9,12 +9,10 @@
 //! schemathesis comes from the virtualenv `.ci/run` makes
 //! (`$SCHEMATHESIS`, else `~/.cache/todo-api/st-venv/bin/schemathesis`).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Backend, TestApp};
+use crate::common::{Backend, TestApp};
 
 fn schemathesis() -> Option<PathBuf> {
     let path = std::env::var_os("SCHEMATHESIS")
@@ -29,7 +27,7 @@ fn schemathesis() -> Option<PathBuf> {
         return Some(path);
     }
     assert!(
-        !common::in_ci(),
+        !crate::common::in_ci(),
         "CI=true: schemathesis is not installed at {} (.ci/run installs it)",
         path.display()
     );

@@ -1,15 +1,13 @@
 //! The real binary: start-up rules, the CLI commands, concurrent start-up
 //! migrations, graceful shutdown, and that no secret is ever printed.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Backend, TestDb};
+use crate::common::{Backend, TestDb};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_todo-api");
@@ -405,8 +403,8 @@ fn unreachable_jwks_is_logged_and_answered_401() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("BETTER_AUTH_JWKS_URL", "http://127.0.0.1:1/api/auth/jwks")];
     let server = Server::start(dir.path(), &env, &[]).expect("starts with a JWKS source only");
-    let key = common::keys::TestKey::ed25519();
-    let token = key.token("kid-1", &common::keys::claims_for("alice"));
+    let key = crate::common::keys::TestKey::ed25519();
+    let token = key.token("kid-1", &crate::common::keys::claims_for("alice"));
     let response = reqwest::blocking::Client::new()
         .get(server.url("/api/tasks"))
         .bearer_auth(&token)
