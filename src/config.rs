@@ -2,6 +2,7 @@
 //! Everything is parsed once at start-up; requests never touch the environment.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 use url::Url;
@@ -22,14 +23,102 @@ pub enum ConfigError {
     NoAuth,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Settings {
-    pub database_url: String,
+    pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub cors_origins: Vec<HeaderValue>,
-    pub listen: SocketAddr,
+    pub server: ServerSettings,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    /// Second listener for Prometheus metrics (`METRICS_ADDR`); off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// Direct (non-pooled) URL for migrations only (`MIGRATION_DATABASE_URL`).
+    pub migration_url: Option<String>,
+    pub pool_mode: PoolMode,
     /// Upper bound of the connection pool (`DB_MAX_CONNECTIONS`).
-    pub db_max_connections: u32,
+    pub max_connections: u32,
+    /// How long start-up keeps trying to reach the database (`DB_STARTUP_TIMEOUT`).
+    pub startup_timeout: Duration,
+    /// PostgreSQL `statement_timeout` of every statement (`DB_STATEMENT_TIMEOUT`).
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The URL migrations run over.
+    pub fn migration_url(&self) -> &str {
+        self.migration_url.as_deref().unwrap_or(&self.url)
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field(
+                "migration_url",
+                &self.migration_url.as_deref().map(redact_url),
+            )
+            .field("pool_mode", &self.pool_mode)
+            .field("max_connections", &self.max_connections)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// How connections reach PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Directly, or through a session-mode pooler: prepared statements and
+    /// session settings are fine.
+    Session,
+    /// Through a transaction-mode pooler (PgBouncer, Neon's `-pooler` hosts):
+    /// no named prepared statements, no session state, no refused start-up parameters.
+    Transaction,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// A connection without a complete request head this long after opening or
+    /// after its previous response is closed (`HTTP_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// A request body not complete this long after its head: 408 (`HTTP_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// A response the client stops reading is dropped after this (`HTTP_WRITE_TIMEOUT`).
+    pub write_timeout: Duration,
+    /// Longest a request may be processed before it is answered 503 (`HTTP_REQUEST_TIMEOUT`).
+    pub request_timeout: Duration,
+    /// Bound on the exit after the listener closes (`SHUTDOWN_TIMEOUT`).
+    pub shutdown_timeout: Duration,
+    /// Readiness 503 but still serving, before the listener closes (`SHUTDOWN_DRAIN_SECONDS`).
+    pub shutdown_drain: Duration,
+}
+
+/// Per-user fair share.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `MAX_TASKS_PER_USER`.
+    pub max_tasks_per_user: u64,
+    /// `MAX_IN_FLIGHT_PER_USER`: requests of one user processed at once.
+    pub max_in_flight_per_user: u32,
+    /// `MAX_QUEUED_PER_USER`: requests of one user waiting for their turn.
+    pub max_queued_per_user: u32,
+    /// `RATE_LIMIT_PER_USER`: requests per second (bursts of twice that); off when `None`.
+    pub rate_limit_per_user: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Clone, Default)]
@@ -60,15 +149,67 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("auth", &self.auth)
-            .field("cors_origins", &self.cors_origins)
-            .field("listen", &self.listen)
-            .field("db_max_connections", &self.db_max_connections)
-            .finish()
+/// Reads variables through a lookup function and names the one at fault.
+struct Env<F> {
+    get: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// An empty variable means unset, as in a `.env` with `KEY=`.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.get)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parsed<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        reason: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        match self.var(name) {
+            None => Ok(default),
+            Some(v) => parse(&v).ok_or_else(|| ConfigError::Invalid {
+                name,
+                reason: reason.to_owned(),
+            }),
+        }
+    }
+
+    /// A duration in seconds (fractions allowed), within `min..=max`.
+    fn seconds(
+        &self,
+        name: &'static str,
+        default: u64,
+        min: f64,
+        max: f64,
+    ) -> Result<Duration, ConfigError> {
+        self.parsed(
+            name,
+            Duration::from_secs(default),
+            &format!("must be a number of seconds from {min} to {max}"),
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| (min..=max).contains(s))
+                    .map(Duration::from_secs_f64)
+            },
+        )
+    }
+
+    /// A whole number within `min..=max`.
+    fn number<T>(&self, name: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        self.parsed(
+            name,
+            default,
+            &format!("must be a whole number from {min} to {max}"),
+            |v| v.parse::<T>().ok().filter(|n| *n >= min && *n <= max),
+        )
     }
 }
 
@@ -82,92 +223,155 @@ impl Settings {
     /// Same as [`Settings::from_env`], reading variables through `get`
     /// (tests pass a map instead of mutating the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        // An empty variable means unset, as in a `.env` with `KEY=`.
-        let var = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-
-        let database_url = var("NEON_DATABASE_URL")
-            .or_else(|| var("DATABASE_URL"))
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !(database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://")
-            || database_url.starts_with("sqlite:"))
-        {
-            return Err(ConfigError::Invalid {
-                name: "NEON_DATABASE_URL",
-                reason: "must start with postgres://, postgresql:// or sqlite:".into(),
-            });
-        }
-
-        let better_auth_url = var("BETTER_AUTH_URL")
-            .map(|v| parse_url("BETTER_AUTH_URL", &v))
-            .transpose()?;
-        let jwks_url = match var("BETTER_AUTH_JWKS_URL") {
-            Some(v) => Some(parse_url("BETTER_AUTH_JWKS_URL", &v)?),
-            None => better_auth_url.map(|base| jwks_url_from_base(&base)),
-        };
-        let auth = AuthSettings {
-            // Better Auth signs HS256 tokens with the secret's raw bytes; not trimmed
-            // beyond what `var` does, as surrounding whitespace is never intended.
-            secret: var("BETTER_AUTH_SECRET").map(String::into_bytes),
-            jwks_url,
-            issuer: var("JWT_ISSUER"),
-            audience: var("JWT_AUDIENCE"),
-        };
-
-        let cors_origins = var("CORS_ORIGINS")
-            .unwrap_or_else(|| DEFAULT_CORS_ORIGIN.to_owned())
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-            .map(|o| {
-                // Browsers send the origin without a trailing slash.
-                HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| ConfigError::Invalid {
-                    name: "CORS_ORIGINS",
-                    reason: format!("{o:?} is not a valid origin"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let host: IpAddr = var("HOST")
-            .as_deref()
-            .unwrap_or("127.0.0.1")
-            .parse()
-            .map_err(|_| ConfigError::Invalid {
-                name: "HOST",
-                reason: "must be an IP address".into(),
-            })?;
-        let port: u16 = var("PORT")
-            .as_deref()
-            .unwrap_or("8000")
-            .parse()
-            .map_err(|_| ConfigError::Invalid {
-                name: "PORT",
-                reason: "must be a number from 0 to 65535".into(),
-            })?;
-        let db_max_connections: u32 = match var("DB_MAX_CONNECTIONS") {
-            None => 10,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(ConfigError::Invalid {
-                    name: "DB_MAX_CONNECTIONS",
-                    reason: "must be a positive number".into(),
-                })?,
-        };
-
+        let env = Env { get };
         Ok(Settings {
-            database_url,
-            auth,
-            cors_origins,
-            listen: SocketAddr::new(host, port),
-            db_max_connections,
+            database: database_settings(&env)?,
+            auth: auth_settings(&env)?,
+            cors_origins: cors_origins(&env)?,
+            server: server_settings(&env)?,
+            limits: Limits {
+                max_tasks_per_user: env.number("MAX_TASKS_PER_USER", 10_000, 1, i64::MAX as u64)?,
+                max_in_flight_per_user: env.number("MAX_IN_FLIGHT_PER_USER", 4, 1, 1_000_000)?,
+                max_queued_per_user: env.number("MAX_QUEUED_PER_USER", 128, 0, 1_000_000)?,
+                rate_limit_per_user: match env.number("RATE_LIMIT_PER_USER", 0, 0, 1_000_000)? {
+                    0 => None,
+                    n => Some(n),
+                },
+            },
+            log_format: env.parsed("LOG_FORMAT", LogFormat::Text, "must be text or json", |v| {
+                match v {
+                    "text" => Some(LogFormat::Text),
+                    "json" => Some(LogFormat::Json),
+                    _ => None,
+                }
+            })?,
+            metrics_addr: env
+                .var("METRICS_ADDR")
+                .map(|v| {
+                    v.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                        name: "METRICS_ADDR",
+                        reason: "must be an address such as 127.0.0.1:9090".into(),
+                    })
+                })
+                .transpose()?,
         })
     }
+}
+
+fn database_settings<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<DatabaseSettings, ConfigError> {
+    let url = env
+        .var("NEON_DATABASE_URL")
+        .or_else(|| env.var("DATABASE_URL"))
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    check_database_url("NEON_DATABASE_URL", &url)?;
+    let migration_url = env.var("MIGRATION_DATABASE_URL");
+    if let Some(m) = &migration_url {
+        check_database_url("MIGRATION_DATABASE_URL", m)?;
+    }
+    let pool_mode = match env.var("DB_POOL_MODE").as_deref() {
+        Some("transaction") => PoolMode::Transaction,
+        Some("session") => PoolMode::Session,
+        // Neon's pooled hosts are `ep-...-pooler.<region>...`: PgBouncer in transaction mode.
+        None if is_pooler_host(&url) => PoolMode::Transaction,
+        None => PoolMode::Session,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                name: "DB_POOL_MODE",
+                reason: "must be session or transaction".into(),
+            });
+        }
+    };
+    Ok(DatabaseSettings {
+        url,
+        migration_url,
+        pool_mode,
+        max_connections: env.number("DB_MAX_CONNECTIONS", 10, 1, 10_000)?,
+        startup_timeout: env.seconds("DB_STARTUP_TIMEOUT", 60, 0.0, 86_400.0)?,
+        statement_timeout: env.seconds("DB_STATEMENT_TIMEOUT", 10, 0.1, 3_600.0)?,
+    })
+}
+
+fn check_database_url(name: &'static str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || url.starts_with("sqlite:")
+    {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            reason: "must start with postgres://, postgresql:// or sqlite:".into(),
+        })
+    }
+}
+
+fn is_pooler_host(url: &str) -> bool {
+    Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.contains("-pooler")))
+        .unwrap_or(false)
+}
+
+fn auth_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<AuthSettings, ConfigError> {
+    let better_auth_url = env
+        .var("BETTER_AUTH_URL")
+        .map(|v| parse_url("BETTER_AUTH_URL", &v))
+        .transpose()?;
+    let jwks_url = match env.var("BETTER_AUTH_JWKS_URL") {
+        Some(v) => Some(parse_url("BETTER_AUTH_JWKS_URL", &v)?),
+        None => better_auth_url.map(|base| jwks_url_from_base(&base)),
+    };
+    Ok(AuthSettings {
+        // Better Auth signs HS256 tokens with the secret's raw bytes; not trimmed
+        // beyond what `var` does, as surrounding whitespace is never intended.
+        secret: env.var("BETTER_AUTH_SECRET").map(String::into_bytes),
+        jwks_url,
+        issuer: env.var("JWT_ISSUER"),
+        audience: env.var("JWT_AUDIENCE"),
+    })
+}
+
+fn cors_origins<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Vec<HeaderValue>, ConfigError> {
+    env.var("CORS_ORIGINS")
+        .unwrap_or_else(|| DEFAULT_CORS_ORIGIN.to_owned())
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            // Browsers send the origin without a trailing slash.
+            HeaderValue::from_str(o.trim_end_matches('/')).map_err(|_| ConfigError::Invalid {
+                name: "CORS_ORIGINS",
+                reason: format!("{o:?} is not a valid origin"),
+            })
+        })
+        .collect()
+}
+
+fn server_settings<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<ServerSettings, ConfigError> {
+    let host: IpAddr = env.parsed(
+        "HOST",
+        IpAddr::from([127, 0, 0, 1]),
+        "must be an IP address",
+        |v| v.parse().ok(),
+    )?;
+    let port: u16 = env.parsed("PORT", 8000, "must be a number from 0 to 65535", |v| {
+        v.parse().ok()
+    })?;
+    Ok(ServerSettings {
+        listen: SocketAddr::new(host, port),
+        header_timeout: env.seconds("HTTP_HEADER_TIMEOUT", 10, 0.1, 3_600.0)?,
+        body_timeout: env.seconds("HTTP_BODY_TIMEOUT", 30, 0.1, 3_600.0)?,
+        write_timeout: env.seconds("HTTP_WRITE_TIMEOUT", 30, 0.1, 3_600.0)?,
+        request_timeout: env.seconds("HTTP_REQUEST_TIMEOUT", 30, 0.1, 3_600.0)?,
+        shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 30, 0.0, 3_600.0)?,
+        shutdown_drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 0, 0.0, 3_600.0)?,
+    })
 }
 
 fn parse_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
@@ -222,13 +426,25 @@ mod tests {
     #[test]
     fn defaults_to_embedded_sqlite_and_local_frontend() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(s.database.pool_mode, PoolMode::Session);
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(
             s.cors_origins,
             vec![HeaderValue::from_static("http://localhost:3000")]
         );
         assert!(!s.auth.is_configured());
+        assert_eq!(s.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.body_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.shutdown_drain, Duration::ZERO);
+        assert_eq!(s.limits.max_tasks_per_user, 10_000);
+        assert_eq!(s.limits.max_in_flight_per_user, 4);
+        assert_eq!(s.limits.max_queued_per_user, 128);
+        assert_eq!(s.limits.rate_limit_per_user, None);
+        assert_eq!(s.database.startup_timeout, Duration::from_secs(60));
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.metrics_addr, None);
     }
 
     #[test]
@@ -238,13 +454,24 @@ mod tests {
             ("DATABASE_URL", "postgres://b@x/db"),
         ])
         .unwrap();
-        assert_eq!(s.database_url, "postgres://a@neon/db");
+        assert_eq!(s.database.url, "postgres://a@neon/db");
         let s = settings(&[
             ("NEON_DATABASE_URL", ""),
             ("DATABASE_URL", "postgres://b@x/db"),
         ])
         .unwrap();
-        assert_eq!(s.database_url, "postgres://b@x/db");
+        assert_eq!(s.database.url, "postgres://b@x/db");
+    }
+
+    #[test]
+    fn pooler_hosts_switch_to_transaction_mode() {
+        let pooled = "postgresql://u:p@ep-cool-1-pooler.eu-central-1.aws.neon.tech/db";
+        let s = settings(&[("NEON_DATABASE_URL", pooled)]).unwrap();
+        assert_eq!(s.database.pool_mode, PoolMode::Transaction);
+        let s = settings(&[("NEON_DATABASE_URL", pooled), ("DB_POOL_MODE", "session")]).unwrap();
+        assert_eq!(s.database.pool_mode, PoolMode::Session);
+        let s = settings(&[("DB_POOL_MODE", "transaction")]).unwrap();
+        assert_eq!(s.database.pool_mode, PoolMode::Transaction);
     }
 
     #[test]
@@ -269,6 +496,15 @@ mod tests {
             ("HOST", "not-an-ip"),
             ("BETTER_AUTH_URL", "ftp://x"),
             ("DB_MAX_CONNECTIONS", "0"),
+            ("DB_POOL_MODE", "statement"),
+            ("MIGRATION_DATABASE_URL", "mysql://x"),
+            ("HTTP_HEADER_TIMEOUT", "-1"),
+            ("SHUTDOWN_TIMEOUT", "soon"),
+            ("MAX_IN_FLIGHT_PER_USER", "0"),
+            ("MAX_TASKS_PER_USER", "1.5"),
+            ("RATE_LIMIT_PER_USER", "-3"),
+            ("LOG_FORMAT", "xml"),
+            ("METRICS_ADDR", "localhost"),
         ] {
             let err = settings(&[(k, v)]).err().unwrap().to_string();
             assert!(err.starts_with(k), "{err}");
@@ -276,15 +512,41 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_timeouts_are_read() {
+        let s = settings(&[
+            ("MAX_TASKS_PER_USER", "5"),
+            ("MAX_IN_FLIGHT_PER_USER", "2"),
+            ("MAX_QUEUED_PER_USER", "0"),
+            ("RATE_LIMIT_PER_USER", "50"),
+            ("HTTP_HEADER_TIMEOUT", "0.5"),
+            ("SHUTDOWN_DRAIN_SECONDS", "3"),
+            ("LOG_FORMAT", "json"),
+            ("METRICS_ADDR", "127.0.0.1:9090"),
+        ])
+        .unwrap();
+        assert_eq!(s.limits.max_tasks_per_user, 5);
+        assert_eq!(s.limits.max_in_flight_per_user, 2);
+        assert_eq!(s.limits.max_queued_per_user, 0);
+        assert_eq!(s.limits.rate_limit_per_user, Some(50));
+        assert_eq!(s.server.header_timeout, Duration::from_millis(500));
+        assert_eq!(s.server.shutdown_drain, Duration::from_secs(3));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.metrics_addr.unwrap().port(), 9090);
+    }
+
+    #[test]
     fn debug_output_never_shows_secrets() {
         let s = settings(&[
             ("BETTER_AUTH_SECRET", "s3cr3t-value"),
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ("MIGRATION_DATABASE_URL", "postgres://u:hunter3@h/db"),
         ])
         .unwrap();
         let shown = format!("{s:?}");
         assert!(
-            !shown.contains("s3cr3t-value") && !shown.contains("hunter2"),
+            !shown.contains("s3cr3t-value")
+                && !shown.contains("hunter2")
+                && !shown.contains("hunter3"),
             "{shown}"
         );
     }

@@ -1,11 +1,18 @@
 //! The one error type of the API and its JSON rendering:
 //! `{"detail": ..., "code": ...}` (+ `errors` for 422) on every route.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sea_orm::DbErr;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::auth::TokenRejection;
+use crate::store::StoreError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -24,7 +31,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
 pub struct FieldError {
-    /// The body field or query parameter at fault.
+    /// The body field, query parameter or header at fault.
     #[schema(example = "title")]
     pub field: String,
     #[schema(example = "must not be empty")]
@@ -40,14 +47,33 @@ impl FieldError {
     }
 }
 
-/// Why a request was not authenticated. The reason goes to the client's
-/// `detail`; it never includes the token.
+/// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
     /// No `Authorization: Bearer` credentials were sent.
     Missing,
-    /// A token was sent and rejected, for the given reason.
-    Invalid(&'static str),
+    /// A token was sent and refused.
+    Invalid(TokenRejection),
+}
+
+/// Why the same `Idempotency-Key` cannot be answered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyConflict {
+    /// The key was first used with another body.
+    DifferentBody,
+    /// The first request with the key has not finished.
+    InProgress,
+    /// The task the first request created has been deleted since.
+    TaskDeleted,
+}
+
+/// Which per-user limit refused a request (429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More requests waiting than `MAX_QUEUED_PER_USER`, or waited too long.
+    QueueFull,
+    /// Over `RATE_LIMIT_PER_USER`.
+    RateLimited,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,22 +94,43 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("request body not received in time")]
+    RequestTimeout,
+    #[error("idempotency conflict: {0:?}")]
+    IdempotencyConflict(IdempotencyConflict),
+    #[error("task limit of {limit} reached")]
+    TaskLimitReached { limit: u64 },
+    #[error("too many requests ({reason:?})")]
+    TooManyRequests {
+        reason: Refusal,
+        retry_after: Duration,
+    },
+    #[error("service unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
 }
 
 /// Largest accepted request body, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 impl ApiError {
-    pub fn invalid_token(reason: &'static str) -> Self {
+    pub fn invalid_token(reason: TokenRejection) -> Self {
         ApiError::Unauthorized(AuthFailure::Invalid(reason))
     }
 
     pub fn field(field: &str, message: &str) -> Self {
         ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// 503: retry later; `cause` goes to the log only.
+    pub fn unavailable(cause: impl Into<BoxError>) -> Self {
+        ApiError::Unavailable(cause.into())
+    }
+
+    /// 500; `cause` goes to the log only.
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        ApiError::Internal(cause.into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -95,6 +142,11 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::IdempotencyConflict(_) | ApiError::TaskLimitReached { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -110,6 +162,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_error",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::IdempotencyConflict(_) => "idempotency_conflict",
+            ApiError::TaskLimitReached { .. } => "task_limit_reached",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -130,7 +186,23 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType => "Request body must be application/json".into(),
             ApiError::Validation(_) => "Validation failed".into(),
-            ApiError::Unavailable(_) => "The database is unavailable; please retry shortly".into(),
+            ApiError::RequestTimeout => "The request body did not arrive in time".into(),
+            ApiError::IdempotencyConflict(IdempotencyConflict::DifferentBody) => {
+                "This Idempotency-Key was already used with a different request body".into()
+            }
+            ApiError::IdempotencyConflict(IdempotencyConflict::InProgress) => {
+                "A request with this Idempotency-Key is still being processed; retry shortly".into()
+            }
+            ApiError::IdempotencyConflict(IdempotencyConflict::TaskDeleted) => {
+                "The task created with this Idempotency-Key has been deleted since; use a new key to create another".into()
+            }
+            ApiError::TaskLimitReached { limit } => {
+                format!("You have reached the limit of {limit} tasks; delete some to add more")
+            }
+            ApiError::TooManyRequests { .. } => {
+                "Too many requests at once; retry after the time in Retry-After".into()
+            }
+            ApiError::Unavailable(_) => "The service is temporarily unavailable; please retry shortly".into(),
             ApiError::Internal(_) => "Internal server error".into(),
         }
     }
@@ -144,25 +216,40 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             StatusCode::BAD_REQUEST => ApiError::BadJson("bad request".into()),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
-                ApiError::Unavailable("request timed out".into())
-            }
+            StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout,
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable("the request took too long"),
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized(AuthFailure::Missing),
-            _ => ApiError::Internal(format!("unexpected status {status}")),
+            _ => ApiError::internal(format!("unexpected status {status}")),
         }
     }
+}
+
+/// The error and each of its sources, for a log line.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Unavailable(why) => tracing::warn!(error = %why, "database unavailable"),
-            ApiError::Internal(why) => tracing::error!(error = %why, "internal error"),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %error_chain(cause.as_ref()), "answering 503")
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %error_chain(cause.as_ref()), "internal error")
+            }
             _ => {}
         }
         let status = self.status();
-        // RFC 6750: a bare challenge when no credentials came, `invalid_token` when one did.
         let extra_header = match &self {
+            // RFC 6750: a bare challenge when no credentials came, `invalid_token` when one did.
             ApiError::Unauthorized(AuthFailure::Missing) => {
                 Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
@@ -170,7 +257,17 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer error="invalid_token""#),
             )),
-            ApiError::Unavailable(_) => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            ApiError::Unavailable(_)
+            | ApiError::IdempotencyConflict(IdempotencyConflict::InProgress) => {
+                Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
+            }
+            ApiError::TooManyRequests { retry_after, .. } => Some((
+                header::RETRY_AFTER,
+                // Whole seconds, rounded up, at least 1.
+                HeaderValue::from(
+                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1),
+                ),
+            )),
             _ => None,
         };
         let body = ErrorBody {
@@ -192,9 +289,27 @@ impl IntoResponse for ApiError {
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         if crate::db::is_unavailable(&err) {
-            ApiError::Unavailable(err.to_string())
+            ApiError::unavailable(err)
         } else {
-            ApiError::Internal(err.to_string())
+            ApiError::internal(err)
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Db(err) => err.into(),
+            StoreError::TaskLimitReached { limit } => ApiError::TaskLimitReached { limit },
+            StoreError::IdempotencyMismatch => {
+                ApiError::IdempotencyConflict(IdempotencyConflict::DifferentBody)
+            }
+            StoreError::IdempotencyInProgress => {
+                ApiError::IdempotencyConflict(IdempotencyConflict::InProgress)
+            }
+            StoreError::IdempotentTaskDeleted => {
+                ApiError::IdempotencyConflict(IdempotencyConflict::TaskDeleted)
+            }
         }
     }
 }
@@ -216,10 +331,8 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_disclose_nothing() {
-        let (status, _, body) = render(ApiError::Internal(
-            "SELECT secret FROM x: password=hunter2".into(),
-        ))
-        .await;
+        let (status, _, body) =
+            render(ApiError::internal("SELECT secret FROM x: password=hunter2")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             body,
@@ -229,10 +342,8 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_asks_to_retry_without_details() {
-        let (status, headers, body) = render(ApiError::Unavailable(
-            "connection refused to 10.0.0.1".into(),
-        ))
-        .await;
+        let (status, headers, body) =
+            render(ApiError::unavailable("connection refused to 10.0.0.1")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(headers[header::RETRY_AFTER], "1");
         assert!(!body.to_string().contains("10.0.0.1"));
@@ -243,7 +354,7 @@ mod tests {
         let (_, headers, body) = render(ApiError::Unauthorized(AuthFailure::Missing)).await;
         assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
         assert_eq!(body["code"], "not_authenticated");
-        let (_, headers, body) = render(ApiError::invalid_token("token expired")).await;
+        let (_, headers, body) = render(ApiError::invalid_token(TokenRejection::Expired)).await;
         assert_eq!(
             headers[header::WWW_AUTHENTICATE],
             r#"Bearer error="invalid_token""#
@@ -259,5 +370,34 @@ mod tests {
             body["errors"],
             serde_json::json!([{"field": "title", "message": "must not be empty"}])
         );
+    }
+
+    #[tokio::test]
+    async fn limits_say_when_to_retry() {
+        let (status, headers, body) = render(ApiError::TooManyRequests {
+            reason: Refusal::RateLimited,
+            retry_after: Duration::from_millis(1500),
+        })
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        assert_eq!(body["code"], "too_many_requests");
+        let (status, _, body) = render(ApiError::TaskLimitReached { limit: 3 }).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["code"], "task_limit_reached");
+        let (status, headers, body) = render(ApiError::IdempotencyConflict(
+            IdempotencyConflict::InProgress,
+        ))
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(body["code"], "idempotency_conflict");
+    }
+
+    #[test]
+    fn chains_keep_their_sources() {
+        let err = ApiError::from(DbErr::Custom("disk I/O error".into()));
+        let shown = error_chain(&err);
+        assert!(shown.contains("disk I/O error"), "{shown}");
     }
 }

@@ -1,19 +1,28 @@
 //! Todo API: a multi-user task service for a Next.js + Better Auth frontend.
 //!
-//! [`build`] turns [`Settings`] into a ready router (database connected and
-//! migrated, verifier configured); `main` and the integration tests both use it.
+//! [`build`] turns [`Settings`] into an [`App`]: the router with every layer,
+//! over a database pool that connects on first use. [`App::start`] then
+//! reaches the database (it may be late), migrates and marks the instance
+//! ready, while [`serve`] already answers (`/health` 200, `/api` 503 until
+//! then). `main` and the integration tests both use these.
 
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod idempotency;
+pub mod limits;
+pub mod metrics;
 pub mod models;
+pub mod readiness;
 pub mod routes;
 mod state;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -21,53 +30,123 @@ use tokio::net::TcpListener;
 pub use config::Settings;
 pub use state::AppState;
 
+use crate::db::Db;
+use crate::readiness::Readiness;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Database(#[from] db::StartupError),
     #[error("cannot open the database ({url}): {source}")]
-    Database { url: String, source: sea_orm::DbErr },
-    #[error("cannot migrate the database ({url}): {source}")]
-    Migration { url: String, source: sea_orm::DbErr },
+    Open {
+        url: String,
+        #[source]
+        source: sea_orm::DbErr,
+    },
+    #[error("cannot start metrics: {0}")]
+    Metrics(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
+        #[source]
         source: std::io::Error,
     },
 }
 
-/// Connects, migrates and assembles the application.
-pub async fn build(settings: &Settings) -> Result<Router, StartupError> {
+/// The assembled service, not yet serving.
+pub struct App {
+    router: Router,
+    db: Db,
+    limits: Arc<limits::UserLimits>,
+    readiness: Arc<Readiness>,
+    settings: Settings,
+}
+
+/// Assembles the application without waiting for the database.
+pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     if !settings.auth.is_configured() {
         return Err(config::ConfigError::NoAuth.into());
     }
-    let shown_url = config::redact_url(&settings.database_url);
-    db::migrate(&settings.database_url)
+    let readiness = Arc::new(Readiness::default());
+    let db = Db::open(&settings.database, Arc::clone(&readiness))
         .await
-        .map_err(|source| StartupError::Migration {
-            url: shown_url.clone(),
+        .map_err(|source| StartupError::Open {
+            url: config::redact_url(&settings.database.url),
             source,
         })?;
-    let db = db::connect(&settings.database_url, settings.db_max_connections)
-        .await
-        .map_err(|source| StartupError::Database {
-            url: shown_url,
-            source,
-        })?;
-    let state = AppState::new(db, auth::Verifier::new(&settings.auth));
-    Ok(http::with_layers(
-        routes::router(state),
+    if let Some(addr) = settings.metrics_addr {
+        let handle = metrics::install().map_err(StartupError::Metrics)?;
+        let (db, max) = (db.clone(), settings.database.max_connections);
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(addr, handle, db, max).await {
+                tracing::error!(%addr, error = %err, "metrics listener failed");
+            }
+        });
+    }
+    let state = AppState::new(
+        db.clone(),
+        auth::Verifier::new(&settings.auth),
+        &settings.limits,
+    );
+    let router = http::with_layers(
+        routes::router(state.clone()),
         &settings.cors_origins,
-    ))
+        &settings.server,
+    );
+    Ok(App {
+        router,
+        db,
+        limits: Arc::clone(state.limits()),
+        readiness,
+        settings: settings.clone(),
+    })
 }
 
-/// Serves `app` until `shutdown` resolves; in-flight requests then finish.
+impl App {
+    /// Reaches the database (retrying for `DB_STARTUP_TIMEOUT`), migrates,
+    /// and marks the instance ready; then starts the background upkeep.
+    pub async fn start(&self) -> Result<(), StartupError> {
+        db::start(&self.settings.database, &self.db).await?;
+        idempotency::spawn_purge(self.db.clone());
+        if self.settings.limits.rate_limit_per_user.is_some() {
+            let limits = Arc::clone(&self.limits);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LIMITS_UPKEEP_INTERVAL).await;
+                    limits.forget_quiet_users();
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+}
+
+/// Serves `app` until `shutdown` resolves, then drains and shuts down within
+/// the configured bounds (see [`http::server`]).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: &App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http::server::serve(
+        listener,
+        app.router(),
+        &app.settings.server,
+        Arc::clone(&app.readiness),
+        shutdown,
+    )
+    .await
 }
+
+/// How often rate-limiter state of quiet users is dropped.
+const LIMITS_UPKEEP_INTERVAL: Duration = Duration::from_secs(60);

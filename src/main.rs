@@ -80,19 +80,17 @@ async fn run(command: Command) -> Result<(), String> {
     let mut settings = Settings::from_env().map_err(|e| e.to_string())?;
     match command {
         Command::Migrate => {
-            todo_api::db::migrate(&settings.database_url)
+            let shown = config::redact_url(settings.database.migration_url());
+            todo_api::db::migrate(&settings.database)
                 .await
-                .map_err(|e| {
-                    StartupError::Migration {
-                        url: config::redact_url(&settings.database_url),
-                        source: e,
+                .map_err(|source| {
+                    todo_api::db::StartupError::Migration {
+                        url: shown.clone(),
+                        source,
                     }
                     .to_string()
                 })?;
-            println!(
-                "migrations applied to {}",
-                config::redact_url(&settings.database_url)
-            );
+            println!("migrations applied to {shown}");
             Ok(())
         }
         Command::Token { sub, email, ttl } => {
@@ -134,27 +132,62 @@ fn print_dev_credentials(settings: &mut Settings) -> Result<(), String> {
     println!("demo token (user \"demo-user\", valid 24 h):\n{token}");
     println!(
         "try:\ncurl -H 'Authorization: Bearer {token}' http://{}/api/tasks",
-        settings.listen
+        settings.server.listen
     );
     Ok(())
 }
 
+/// Listens at once; reaches the database in the background (it may be late),
+/// and exits with an error if it cannot within `DB_STARTUP_TIMEOUT`.
 async fn serve(settings: Settings) -> Result<(), StartupError> {
+    todo_api::http::server::raise_open_file_limit();
     let app = todo_api::build(&settings).await?;
-    let listener =
-        TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
-    let addr = listener.local_addr().unwrap_or(settings.listen);
-    tracing::info!(%addr, database = %config::redact_url(&settings.database_url), "listening");
-    todo_api::serve(listener, app, shutdown_signal())
+    let listener = TcpListener::bind(settings.server.listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: settings.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().unwrap_or(settings.server.listen);
+    tracing::info!(%addr, database = %config::redact_url(&settings.database.url), "listening");
+
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = failed_rx => {}
+        }
+    };
+    let server = todo_api::serve(listener, &app, shutdown);
+    tokio::pin!(server);
+    let mut startup_error = None;
+    tokio::select! {
+        served = &mut server => {
+            served.map_err(|source| StartupError::Bind { addr, source })?;
+            tracing::info!("shut down");
+            return Ok(());
+        }
+        started = app.start() => {
+            if let Err(err) = started {
+                tracing::error!(error = %err, "start-up failed; shutting down");
+                startup_error = Some(err);
+                let _ = failed_tx.send(());
+            } else {
+                // Keep the sender: dropping it would read as a failure.
+                std::mem::forget(failed_tx);
+            }
+        }
+    }
+    server
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;
-    tracing::info!("shut down");
-    Ok(())
+    match startup_error {
+        Some(err) => Err(err),
+        None => {
+            tracing::info!("shut down");
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,30 +4,65 @@
 //! verification, and every statement it issues carries `user_id = owner`.
 //! Handlers get no database handle of their own, so a query without the user
 //! filter cannot be written in a handler, not just "is not".
+//!
+//! Writes are acknowledged only once committed (see [`crate::db`]): single
+//! statements are read to their end, and a create (limit check, insert,
+//! idempotency record) commits as one transaction.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::{Stream, StreamExt};
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbBackend,
-    DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseExecutor, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    Statement,
 };
 
 use crate::auth::Identity;
+use crate::db::Db;
+use crate::idempotency::{self, InFlight, KeyedRequest, Prior, StoredResponse};
 use crate::models::input::{NewTask, TaskChanges};
 use crate::models::list::{CompletedFilter, ListQuery, SortField, SortOrder};
+use crate::models::output::TaskOut;
 use crate::models::task::{self, Column, Entity as Tasks};
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("the user already has {limit} tasks")]
+    TaskLimitReached { limit: u64 },
+    #[error("the idempotency key was used with another body")]
+    IdempotencyMismatch,
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyInProgress,
+    #[error("the task created with this idempotency key was deleted since")]
+    IdempotentTaskDeleted,
+}
 
 /// One user's tasks.
 pub struct UserTasks {
-    db: DatabaseConnection,
-    owner: String,
+    db: Db,
+    owner: Arc<str>,
+    max_tasks: u64,
+    in_flight_keys: Arc<InFlight>,
 }
 
-/// A listing page and the number of matching tasks before `limit`/`offset`.
-pub struct Page {
-    pub tasks: Vec<task::Model>,
+/// A create's outcome.
+pub enum Created {
+    New(task::Model),
+    /// An earlier request with the same `Idempotency-Key` and body: its response.
+    Replayed(StoredResponse),
+}
+
+/// A listing: the number of matching tasks before `limit`/`offset`, and the
+/// page itself as a stream (its memory does not grow with its length).
+pub struct Listing {
     pub total: u64,
+    pub tasks: std::pin::Pin<Box<dyn Stream<Item = Result<task::Model, DbErr>> + Send>>,
 }
 
 /// A row of the listing query: the task plus `COUNT(*) OVER ()`, so the page
@@ -39,43 +74,54 @@ struct CountedRow {
     total_count: i64,
 }
 
+/// What the auth extractor hands the store besides the identity.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub db: Db,
+    pub max_tasks: u64,
+    pub in_flight_keys: Arc<InFlight>,
+}
+
 impl UserTasks {
     /// Only the authentication extractor calls this, with a verified identity.
-    pub(crate) fn new(db: DatabaseConnection, identity: &Identity) -> Self {
+    pub(crate) fn new(config: &StoreConfig, identity: &Identity) -> Self {
         UserTasks {
-            db,
-            owner: identity.user_id.clone(),
+            db: config.db.clone(),
+            owner: Arc::from(identity.user_id.as_str()),
+            max_tasks: config.max_tasks,
+            in_flight_keys: Arc::clone(&config.in_flight_keys),
         }
     }
 
     /// Every read starts here: all of this user's tasks, nobody else's.
     fn owned(&self) -> Select<Tasks> {
-        Tasks::find().filter(Column::UserId.eq(self.owner.as_str()))
+        Tasks::find().filter(Column::UserId.eq(&*self.owner))
     }
 
     /// The filter every write carries.
     fn one_owned(&self, id: i64) -> Condition {
         Condition::all()
             .add(Column::Id.eq(id))
-            .add(Column::UserId.eq(self.owner.as_str()))
+            .add(Column::UserId.eq(&*self.owner))
     }
 
-    pub async fn list(&self, query: &ListQuery) -> Result<Page, DbErr> {
+    pub async fn list(&self, query: &ListQuery) -> Result<Listing, StoreError> {
         let mut select = self.owned();
         match query.completed_filter() {
             CompletedFilter::Any => {}
             CompletedFilter::Only(done) => select = select.filter(Column::Completed.eq(done)),
             CompletedFilter::Nothing => {
-                return Ok(Page {
-                    tasks: Vec::new(),
+                return Ok(Listing {
                     total: 0,
+                    tasks: Box::pin(futures_util::stream::empty()),
                 });
             }
         }
         if let Some(q) = &query.q {
-            let matches = |col: Column| match self.db.get_database_backend() {
+            let backend = self.db.backend();
+            let matches = |col: Column| match backend {
                 // SQLite's LIKE and lower() fold ASCII only; its REGEXP (Rust's
-                // regex, registered in db.rs) folds all of Unicode.
+                // regex, registered in db/pool.rs) folds all of Unicode.
                 DbBackend::Sqlite => Expr::col(col).binary(
                     BinOper::Custom("REGEXP"),
                     format!("(?i){}", regex::escape(q)),
@@ -112,42 +158,151 @@ impl UserTasks {
         };
         // SQLite accepts OFFSET only after a LIMIT: "no limit" is the largest one.
         let limit = query.limit.or(query.offset.map(|_| i64::MAX as u64));
-        let rows = counted
-            .limit(limit)
-            .offset(query.offset)
-            .into_model::<CountedRow>()
-            .all(&self.db)
-            .await?;
+        let counted = counted.limit(limit).offset(query.offset);
 
-        let total = match rows.first() {
+        let db = self.db.clone();
+        let mut rows = Box::pin(async_stream::try_stream! {
+            let unit = db.unit().await?;
+            {
+                let mut rows = match &unit {
+                    DatabaseExecutor::Connection(conn) => {
+                        counted.into_model::<CountedRow>().stream(*conn).await?.boxed()
+                    }
+                    DatabaseExecutor::Transaction(txn) => {
+                        counted.into_model::<CountedRow>().stream(*txn).await?.boxed()
+                    }
+                    DatabaseExecutor::OwnedTransaction(txn) => {
+                        counted.into_model::<CountedRow>().stream(txn).await?.boxed()
+                    }
+                };
+                while let Some(row) = rows.next().await {
+                    yield row?;
+                }
+            }
+            Db::finish(unit).await?;
+        });
+        // The first row carries the total; an empty page past the end does not.
+        let first: Option<CountedRow> = rows.next().await.transpose()?;
+        let total = match &first {
             Some(row) => u64::try_from(row.total_count).unwrap_or(0),
-            // An empty page past the end carries no count: ask for it.
-            None if query.offset.unwrap_or(0) > 0 => select.count(&self.db).await?,
+            None if query.offset.unwrap_or(0) > 0 => {
+                let unit = self.db.unit().await?;
+                let total = select.count(&unit).await?;
+                Db::finish(unit).await?;
+                total
+            }
             None => 0,
         };
-        Ok(Page {
-            tasks: rows.into_iter().map(|r| r.task).collect(),
+        let tasks = futures_util::stream::iter(first.map(Ok))
+            .chain(rows)
+            .map(|row: Result<CountedRow, DbErr>| row.map(|r| r.task));
+        Ok(Listing {
             total,
+            tasks: Box::pin(tasks),
         })
     }
 
-    pub async fn get(&self, id: i64) -> Result<Option<task::Model>, DbErr> {
-        self.owned().filter(Column::Id.eq(id)).one(&self.db).await
+    pub async fn get(&self, id: i64) -> Result<Option<task::Model>, StoreError> {
+        let unit = self.db.unit().await?;
+        let task = self.owned().filter(Column::Id.eq(id)).one(&unit).await?;
+        Db::finish(unit).await?;
+        Ok(task)
     }
 
-    pub async fn create(&self, new: NewTask) -> Result<task::Model, DbErr> {
+    /// Creates a task unless the user is at the task limit. With an
+    /// idempotency key, a repeat of an earlier create replays its response,
+    /// and the response is stored in the same transaction as the task.
+    pub async fn create(
+        &self,
+        new: NewTask,
+        keyed: Option<&KeyedRequest>,
+    ) -> Result<Created, StoreError> {
+        let _claim = match keyed {
+            Some(k) => Some(
+                self.in_flight_keys
+                    .claim(&self.owner, &k.key)
+                    .ok_or(StoreError::IdempotencyInProgress)?,
+            ),
+            None => None,
+        };
+        let result = self.create_in_transaction(new, keyed).await;
+        self.observe_write(&result);
+        result
+    }
+
+    async fn create_in_transaction(
+        &self,
+        new: NewTask,
+        keyed: Option<&KeyedRequest>,
+    ) -> Result<Created, StoreError> {
         let now = now();
-        task::ActiveModel {
-            user_id: Set(self.owner.clone()),
+        let txn = self.db.begin_write().await?;
+        let postgres = self.db.backend() == DbBackend::Postgres;
+        if let Some(keyed) = keyed {
+            // Another instance running the same key holds this lock.
+            if postgres
+                && !try_lock_xact(&txn, idempotency::lock_key(&self.owner, &keyed.key)).await?
+            {
+                return Err(StoreError::IdempotencyInProgress);
+            }
+            match idempotency::prior(&txn, &self.owner, keyed, now).await? {
+                Prior::None => {}
+                Prior::Replay(response) => {
+                    // A 201 for a task that no longer exists would send the
+                    // client to a 404; it is not created again either.
+                    if let Some(id) = response.task_id
+                        && self.owned().filter(Column::Id.eq(id)).count(&txn).await? == 0
+                    {
+                        return Err(StoreError::IdempotentTaskDeleted);
+                    }
+                    return Ok(Created::Replayed(response));
+                }
+                Prior::Mismatch => return Err(StoreError::IdempotencyMismatch),
+            }
+        }
+        // Counting and inserting must not interleave with another create of
+        // this user: on PostgreSQL a per-user lock (SQLite's BEGIN IMMEDIATE
+        // already serialises writers).
+        if postgres {
+            lock_xact(
+                &txn,
+                idempotency::stable_hash(&[b"tasks", self.owner.as_bytes()]),
+            )
+            .await?;
+        }
+        if self.owned().count(&txn).await? >= self.max_tasks {
+            return Err(StoreError::TaskLimitReached {
+                limit: self.max_tasks,
+            });
+        }
+        let row = task::ActiveModel {
+            user_id: Set(self.owner.to_string()),
             title: Set(new.title),
             description: Set(new.description),
             completed: Set(new.completed),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
+        };
+        // Read to the end: `exec_with_returning` (one row) would not step a
+        // SQLite statement to completion.
+        let task = Tasks::insert(row)
+            .exec_with_returning_many(&txn)
+            .await?
+            .pop()
+            .ok_or(DbErr::RecordNotInserted)?;
+        if let Some(keyed) = keyed {
+            let response = StoredResponse {
+                status: 201,
+                body: serde_json::to_string(&TaskOut::from(task.clone()))
+                    .map_err(|e| DbErr::Custom(e.to_string()))?,
+                location: Some(location(task.id)),
+                task_id: Some(task.id),
+            };
+            idempotency::remember(&txn, &self.owner, keyed, &response, now).await?;
         }
-        .insert(&self.db)
-        .await
+        txn.commit().await?;
+        Ok(Created::New(task))
     }
 
     /// Applies the given fields in one `UPDATE ... RETURNING`.
@@ -155,7 +310,7 @@ impl UserTasks {
         &self,
         id: i64,
         changes: TaskChanges,
-    ) -> Result<Option<task::Model>, DbErr> {
+    ) -> Result<Option<task::Model>, StoreError> {
         let mut update = Tasks::update_many().col_expr(Column::UpdatedAt, Expr::value(now()));
         if let Some(title) = changes.title {
             update = update.col_expr(Column::Title, Expr::value(title));
@@ -166,11 +321,9 @@ impl UserTasks {
         if let Some(completed) = changes.completed {
             update = update.col_expr(Column::Completed, Expr::value(completed));
         }
-        let rows = update
-            .filter(self.one_owned(id))
-            .exec_with_returning(&self.db)
-            .await?;
-        Ok(rows.into_iter().next())
+        let update = update.filter(self.one_owned(id));
+        self.write(async |unit| Ok(update.exec_with_returning(unit).await?.into_iter().next()))
+            .await
     }
 
     /// Sets `completed`, or flips it when `None`. A single statement
@@ -179,28 +332,76 @@ impl UserTasks {
         &self,
         id: i64,
         completed: Option<bool>,
-    ) -> Result<Option<task::Model>, DbErr> {
+    ) -> Result<Option<task::Model>, StoreError> {
         let value = match completed {
             Some(v) => Expr::value(v),
             None => Expr::col(Column::Completed).not(),
         };
-        let rows = Tasks::update_many()
+        let update = Tasks::update_many()
             .col_expr(Column::Completed, value)
             .col_expr(Column::UpdatedAt, Expr::value(now()))
-            .filter(self.one_owned(id))
-            .exec_with_returning(&self.db)
-            .await?;
-        Ok(rows.into_iter().next())
+            .filter(self.one_owned(id));
+        self.write(async |unit| Ok(update.exec_with_returning(unit).await?.into_iter().next()))
+            .await
     }
 
     /// True when a task was deleted.
-    pub async fn delete(&self, id: i64) -> Result<bool, DbErr> {
-        let result = Tasks::delete_many()
-            .filter(self.one_owned(id))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected > 0)
+    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        let delete = Tasks::delete_many().filter(self.one_owned(id));
+        self.write(async |unit| Ok(delete.exec(unit).await?.rows_affected > 0))
+            .await
     }
+
+    /// Runs a one-statement write in a unit of work, commits it, and lets
+    /// readiness follow the outcome.
+    async fn write<T>(
+        &self,
+        statement: impl AsyncFnOnce(&sea_orm::DatabaseExecutor<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = async {
+            let unit = self.db.unit().await?;
+            let value = statement(&unit).await?;
+            Db::finish(unit).await?;
+            Ok(value)
+        }
+        .await;
+        self.observe_write(&result);
+        result
+    }
+
+    fn observe_write<T>(&self, result: &Result<T, StoreError>) {
+        self.db.observe_write(result, |e| match e {
+            StoreError::Db(err) => Some(err),
+            _ => None,
+        });
+    }
+}
+
+/// Waits for the transaction-level advisory lock `key` (released at commit
+/// or rollback, so it holds through a transaction-mode pooler).
+async fn lock_xact(txn: &impl ConnectionTrait, key: i64) -> Result<(), DbErr> {
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+        .await
+        .map(|_| ())
+}
+
+/// Takes the transaction-level advisory lock `key` if it is free.
+async fn try_lock_xact(txn: &impl ConnectionTrait, key: i64) -> Result<bool, DbErr> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock({key}) AS held"),
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<bool>("", "held")?,
+        None => false,
+    })
+}
+
+/// `/api/tasks/{id}`, the `Location` of a created task.
+pub fn location(id: i64) -> String {
+    format!("/api/tasks/{id}")
 }
 
 /// Microsecond precision: what PostgreSQL stores, so the instant a write

@@ -4,13 +4,17 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20260125_000001_create_tasks;
+mod m20261129_000002_idempotency_keys_and_probe;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260125_000001_create_tasks::Migration)]
+        vec![
+            Box::new(m20260125_000001_create_tasks::Migration),
+            Box::new(m20261129_000002_idempotency_keys_and_probe::Migration),
+        ]
     }
 }
 

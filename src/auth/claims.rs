@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::Identity;
+use super::TokenRejection;
 
 /// Audience Better Auth gives its session-cache cookie tokens: never an API token.
 const SESSION_CACHE_AUDIENCE: &str = "better-auth:session-cache";
@@ -34,6 +35,17 @@ impl Audience {
     }
 }
 
+/// Longest `sub` accepted, in characters.
+pub const MAX_USER_ID_CHARS: usize = 255;
+
+/// 1 to 255 characters, none of them a control character (Unicode category
+/// Cc): what every database can store and index. Blank ones are refused too.
+pub fn is_valid_user_id(sub: &str) -> bool {
+    !sub.trim().is_empty()
+        && sub.chars().count() <= MAX_USER_ID_CHARS
+        && !sub.chars().any(char::is_control)
+}
+
 /// What the claims must satisfy beyond a valid signature.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimsPolicy {
@@ -43,25 +55,25 @@ pub struct ClaimsPolicy {
 
 impl ClaimsPolicy {
     /// `now` in seconds since the epoch. No leeway: `exp` is a hard limit.
-    pub fn check(&self, claims: Claims, now: f64) -> Result<Identity, &'static str> {
-        let exp = claims.exp.ok_or("missing exp claim")?;
+    pub fn check(&self, claims: Claims, now: f64) -> Result<Identity, TokenRejection> {
+        let exp = claims.exp.ok_or(TokenRejection::MissingExpiry)?;
         if now >= exp {
-            return Err("token expired");
+            return Err(TokenRejection::Expired);
         }
         if claims.nbf.is_some_and(|nbf| nbf > now) {
-            return Err("token not yet valid");
+            return Err(TokenRejection::NotYetValid);
         }
         if let Some(issuer) = &self.issuer
             && claims.iss.as_deref() != Some(issuer.as_str())
         {
-            return Err("wrong issuer");
+            return Err(TokenRejection::WrongIssuer);
         }
         if claims
             .aud
             .as_ref()
             .is_some_and(|aud| aud.contains(SESSION_CACHE_AUDIENCE))
         {
-            return Err("not an API token");
+            return Err(TokenRejection::NotAnApiToken);
         }
         if let Some(audience) = &self.audience
             && !claims
@@ -69,13 +81,41 @@ impl ClaimsPolicy {
                 .as_ref()
                 .is_some_and(|aud| aud.contains(audience))
         {
-            return Err("wrong audience");
+            return Err(TokenRejection::WrongAudience);
         }
         let user_id = claims
             .sub
             .filter(|s| !s.trim().is_empty())
-            .ok_or("missing subject")?;
+            .ok_or(TokenRejection::MissingSubject)?;
+        if !is_valid_user_id(&user_id) {
+            return Err(TokenRejection::InvalidSubject);
+        }
         let email = claims.email.and_then(|e| e.as_str().map(str::to_owned));
         Ok(Identity { user_id, email })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_bounded_and_printable() {
+        assert!(is_valid_user_id("Kx3b9Qe2mZ"));
+        assert!(is_valid_user_id(&"é".repeat(255)));
+        assert!(is_valid_user_id("user with spaces"));
+        for bad in [
+            String::new(),
+            "   ".into(),
+            "x".repeat(256),
+            "x".repeat(3000),
+            "nul\0inside".into(),
+            "new\nline".into(),
+            "tab\t".into(),
+            "del\u{7f}".into(),
+            "c1\u{85}".into(),
+        ] {
+            assert!(!is_valid_user_id(&bad), "{bad:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use url::Url;
 
+use super::TokenRejection;
 use super::keys::{Jwk, PublicKey};
 use super::token::Alg;
 
@@ -59,7 +60,7 @@ impl JwksCache {
         &self,
         kid: Option<&str>,
         alg: Alg,
-    ) -> Result<Arc<PublicKey>, &'static str> {
+    ) -> Result<Arc<PublicKey>, TokenRejection> {
         let current = self.snapshot();
         if let Some(key) = find(&current, kid, alg) {
             if current
@@ -79,10 +80,10 @@ impl JwksCache {
             return Ok(key);
         }
         if last.is_some_and(|t| t.elapsed() < MIN_REFETCH_INTERVAL) {
-            return Err("unknown signing key");
+            return Err(TokenRejection::UnknownKey);
         }
         self.fetch_into_cache(&mut last).await;
-        find(&self.snapshot(), kid, alg).ok_or("unknown signing key")
+        find(&self.snapshot(), kid, alg).ok_or(TokenRejection::UnknownKey)
     }
 
     fn snapshot(&self) -> Arc<KeySet> {

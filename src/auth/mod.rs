@@ -8,6 +8,7 @@ mod claims;
 mod extract;
 mod jwks;
 mod keys;
+mod rejection;
 mod token;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use jsonwebtoken::DecodingKey;
 pub use claims::ClaimsPolicy;
 pub use extract::AuthUser;
 pub use jwks::MIN_REFETCH_INTERVAL;
+pub use rejection::TokenRejection;
 
 use crate::config::AuthSettings;
 use jwks::JwksCache;
@@ -51,26 +53,26 @@ impl Verifier {
     }
 
     /// The identity in `token`, or why it is refused (safe to show the caller).
-    pub async fn verify(&self, token: &str) -> Result<Identity, &'static str> {
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenRejection> {
         let jws = Jws::parse(token)?;
         let genuine = if jws.alg.is_hmac() {
             // HS* only ever with the shared secret, never with a JWKS key.
             let Some(secret) = &self.secret else {
-                return Err("unsupported algorithm");
+                return Err(TokenRejection::UnsupportedAlgorithm);
             };
             jws.verify_with(secret)
         } else {
             let Some(jwks) = &self.jwks else {
-                return Err("unsupported algorithm");
+                return Err(TokenRejection::UnsupportedAlgorithm);
             };
             jwks.key_for(jws.kid.as_deref(), jws.alg)
                 .await?
                 .verify(&jws)
         };
         if !genuine {
-            return Err("bad signature");
+            return Err(TokenRejection::BadSignature);
         }
-        let claims = jws.claims().ok_or("malformed claims")?;
+        let claims = jws.claims().ok_or(TokenRejection::MalformedClaims)?;
         self.policy.check(claims, unix_now())
     }
 }

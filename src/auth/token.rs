@@ -4,6 +4,7 @@
 //! because the contract accepts ES512, which that type cannot represent, and
 //! because we want to refuse `crit` and foreign `typ` values explicitly.
 
+use super::TokenRejection;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -79,20 +80,21 @@ pub struct Jws<'t> {
 }
 
 impl<'t> Jws<'t> {
-    pub fn parse(token: &'t str) -> Result<Self, &'static str> {
+    pub fn parse(token: &'t str) -> Result<Self, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err("token too long");
+            return Err(TokenRejection::TooLong);
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("malformed token");
+            return Err(TokenRejection::Malformed);
         };
-        let header: RawHeader = decode_json(header_b64).ok_or("malformed token header")?;
-        let alg = Alg::from_name(&header.alg).ok_or("unsupported algorithm")?;
+        let header: RawHeader =
+            decode_json(header_b64).ok_or(TokenRejection::MalformedJoseHeader)?;
+        let alg = Alg::from_name(&header.alg).ok_or(TokenRejection::UnsupportedAlgorithm)?;
         if header.crit.is_some() {
-            return Err("unsupported critical header");
+            return Err(TokenRejection::CriticalHeader);
         }
         // Better Auth's API tokens carry no `typ`; its session-cache cookie tokens
         // (`better-auth.session-cache+jwt`) are signed with the same key but are
@@ -100,10 +102,10 @@ impl<'t> Jws<'t> {
         if let Some(typ) = &header.typ
             && !["jwt", "at+jwt", "application/at+jwt"].contains(&typ.to_ascii_lowercase().as_str())
         {
-            return Err("unsupported token type");
+            return Err(TokenRejection::UnsupportedType);
         }
         if signature_b64.is_empty() {
-            return Err("missing signature");
+            return Err(TokenRejection::MissingSignature);
         }
         Ok(Jws {
             alg,

@@ -1,6 +1,8 @@
-//! The task entity (what is stored) and the API's request/response types
-//! (what crosses the wire), kept apart so neither leaks into the other.
+//! The stored entities (`task`, `idempotency_key`) and the API's
+//! request/response types (what crosses the wire), kept apart so neither
+//! leaks into the other.
 
+pub mod idempotency_key;
 pub mod input;
 pub mod list;
 pub mod output;

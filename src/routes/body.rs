@@ -1,28 +1,40 @@
-//! The JSON body extractor: content type, size, syntax, in that order.
+//! The JSON body extractor: content type, then size, then syntax, in that order.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
+use axum::http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, BODY_LIMIT};
+use crate::http::body::BodyTimedOut;
 
 /// A JSON object body; `None` when the request has no body at all.
-/// 413 over the limit (set with `DefaultBodyLimit`), 415 when a body is not
-/// `application/json`, 400 when it does not parse, 422 when it is not an object.
+/// 415 when a body is not `application/json` (told by the headers, before
+/// anything is read), 413 over the limit, 400 when it does not parse, 422 when
+/// it is not an object, 408 when it does not arrive in time.
 pub struct JsonObject(pub Option<Map<String, Value>>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = is_json(req.headers());
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-                _ => ApiError::BadJson("the body could not be read".into()),
-            }
-        })?;
+        let declared = declared_length(req.headers());
+        if declared == Some(0) {
+            return Ok(JsonObject(None));
+        }
+        if declared.is_some() && !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let bytes = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            // A chunked body of another type is a 415 even when it is also too large.
+            Err(_) if !is_json => return Err(ApiError::UnsupportedMediaType),
+            Err(err) => return Err(read_error(err)),
+        };
         if bytes.is_empty() {
             return Ok(JsonObject(None));
         }
@@ -45,9 +57,36 @@ impl JsonObject {
     }
 }
 
+/// What a failed body read means: too large, too slow, or a broken upload.
+fn read_error(err: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(e) = cause {
+        if e.is::<LengthLimitError>() {
+            return ApiError::PayloadTooLarge;
+        }
+        if e.is::<BodyTimedOut>() {
+            return ApiError::RequestTimeout;
+        }
+        cause = e.source();
+    }
+    ApiError::BadJson("the body could not be read".into())
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// `application/json`, or any `application/*+json`, with optional parameters.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let essence = value

@@ -91,7 +91,7 @@ async fn docs_file(
             response
         }
         Ok(None) => ApiError::RouteNotFound.into_response(),
-        Err(e) => ApiError::Internal(format!("docs: {e}")).into_response(),
+        Err(e) => ApiError::internal(format!("docs: {e}")).into_response(),
     }
 }
 
@@ -187,13 +187,32 @@ fn add_errors(path: &str, op: &mut Operation) {
         ));
     }
     if has_body {
+        errors.push((
+            408,
+            "The body did not arrive within 30 s of the request head (`HTTP_BODY_TIMEOUT`)",
+        ));
+    }
+    if protected && op.request_body.is_some() && path == "/api/tasks" {
+        errors.push((
+            409,
+            "`idempotency_conflict`: the `Idempotency-Key` was used with another body, or its first request is still running (`Retry-After`); \
+             `task_limit_reached`: the caller has `MAX_TASKS_PER_USER` tasks",
+        ));
+    }
+    if has_body {
         errors.push((413, "The body is larger than 64 KiB"));
         errors.push((415, "The body is not application/json"));
     }
     if has_body || has_query {
         errors.push((
             422,
-            "A field or query parameter is invalid; `errors` lists each",
+            "A field, query parameter or header is invalid; `errors` lists each",
+        ));
+    }
+    if protected {
+        errors.push((
+            429,
+            "Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds",
         ));
     }
     errors.push((500, "Unexpected error (no details are disclosed)"));

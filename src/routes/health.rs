@@ -20,16 +20,17 @@ pub async fn health() -> Json<HealthOut> {
     Json(HealthOut { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: started (database reached and migrated), not shutting down,
+/// writes can be stored, and the database answers.
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "health",
-    responses((status = 200, description = "Ready: the database answers", body = HealthOut))
+    responses((status = 200, description = "Ready: started, not draining, writes stored, the database answers", body = HealthOut))
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<HealthOut>, ApiError> {
-    match state.ping_database().await {
-        Ok(()) => Ok(Json(HealthOut { status: "ok" })),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    match state.not_ready().await {
+        None => Ok(Json(HealthOut { status: "ok" })),
+        Some(why) => Err(why),
     }
 }

@@ -1,19 +1,25 @@
 //! `/api/tasks`: the six task endpoints. Each handler takes [`UserTasks`]
 //! first, so the caller is authenticated before anything else is read.
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, RawQuery};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use sea_orm::DbErr;
 
 use super::body::JsonObject;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
+use crate::idempotency::{Fingerprint, IdempotencyKey, KeyedRequest};
 use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
 use crate::models::list::ListQuery;
 use crate::models::output::{DeletedOut, TaskOut};
+use crate::models::task;
 use crate::state::AppState;
-use crate::store::UserTasks;
+use crate::store::{Created, UserTasks, location};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -58,18 +64,49 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
         headers(("X-Total-Count" = u64, description = "Matching tasks before limit/offset"))
     ))
 )]
-pub async fn list_tasks(
-    tasks: UserTasks,
-    RawQuery(raw): RawQuery,
-) -> Result<(HeaderMap, Json<Vec<TaskOut>>), ApiError> {
+pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = ListQuery::parse(raw.as_deref())?;
-    let page = tasks.list(&query).await?;
-    let mut headers = HeaderMap::new();
-    headers.insert("x-total-count", HeaderValue::from(page.total));
+    let listing = tasks.list(&query).await?;
     Ok((
-        headers,
-        Json(page.tasks.into_iter().map(TaskOut::from).collect()),
-    ))
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::HeaderName::from_static("x-total-count"),
+                HeaderValue::from(listing.total),
+            ),
+        ],
+        json_array(listing.tasks),
+    )
+        .into_response())
+}
+
+/// The tasks as a JSON array, written as the rows arrive from the database:
+/// memory stays flat however long the list is.
+fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'static) -> Body {
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let chunks = async_stream::try_stream! {
+        let mut batches = Box::pin(rows.ready_chunks(128));
+        let mut opened = false;
+        while let Some(batch) = batches.next().await {
+            let mut chunk = Vec::with_capacity(batch.len() * 256 + 1);
+            for row in batch {
+                let task = row.inspect_err(|e| {
+                    tracing::warn!(error = %e, "listing failed mid-stream; the response is cut short");
+                })?;
+                chunk.push(if opened { b',' } else { b'[' });
+                opened = true;
+                serde_json::to_writer(&mut chunk, &TaskOut::from(task))?;
+            }
+            yield Bytes::from(chunk);
+        }
+        yield Bytes::from_static(if opened { b"]" } else { b"[]" });
+    };
+    let chunks: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>> =
+        Box::pin(chunks);
+    Body::from_stream(chunks)
 }
 
 /// Create a task for the caller.
@@ -77,6 +114,14 @@ pub async fn list_tasks(
     post,
     path = "/api/tasks",
     tag = "tasks",
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Makes retries safe: for 24 hours, a repeat with the same key and body gets the first response again and creates nothing. 1 to 255 visible ASCII characters.",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]+$"
+    )),
     request_body = NewTask,
     responses((
         status = 201,
@@ -87,15 +132,51 @@ pub async fn list_tasks(
 )]
 pub async fn create_task(
     tasks: UserTasks,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<(StatusCode, HeaderMap, Json<TaskOut>), ApiError> {
-    let new = NewTask::from_json(&body.required()?)?;
-    let task = tasks.create(new).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::try_from(format!("/api/tasks/{}", task.id)) {
-        headers.insert(header::LOCATION, location);
+) -> Result<Response, ApiError> {
+    // A bad key and bad fields are reported together.
+    let key = IdempotencyKey::from_headers(&headers);
+    let body = body.required()?;
+    let new = NewTask::from_json(&body);
+    let (new, key) = match (new, key) {
+        (Ok(new), Ok(key)) => (new, key),
+        (new, key) => {
+            let mut errors: Vec<FieldError> = key.err().into_iter().collect();
+            if let Err(ApiError::Validation(fields)) = new {
+                errors.extend(fields);
+            }
+            return Err(ApiError::Validation(errors));
+        }
+    };
+    let keyed = key.map(|key| KeyedRequest {
+        key,
+        fingerprint: Fingerprint::of(&body),
+    });
+    match tasks.create(new, keyed.as_ref()).await? {
+        Created::New(task) => {
+            let mut headers = HeaderMap::new();
+            if let Ok(location) = HeaderValue::try_from(location(task.id)) {
+                headers.insert(header::LOCATION, location);
+            }
+            Ok((StatusCode::CREATED, headers, Json(TaskOut::from(task))).into_response())
+        }
+        Created::Replayed(first) => {
+            let mut response = (
+                StatusCode::from_u16(first.status).unwrap_or(StatusCode::CREATED),
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                first.body,
+            )
+                .into_response();
+            if let Some(location) = first.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(response)
+        }
     }
-    Ok((StatusCode::CREATED, headers, Json(task.into())))
 }
 
 /// One of the caller's tasks.

@@ -354,7 +354,11 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
         .map(|i| old.token(&format!("random-{i}"), &claims_for("alice")))
         .collect();
     let flood = join_all(flood_tokens.iter().map(|t| verifier.verify(t))).await;
-    assert!(flood.iter().all(|r| r == &Err("unknown signing key")));
+    assert!(
+        flood
+            .iter()
+            .all(|r| r == &Err(todo_api::auth::TokenRejection::UnknownKey))
+    );
     assert!(
         jwks.fetches() <= 2,
         "made-up kids do not make us hammer the auth server: {} fetches",
@@ -369,7 +373,10 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
     // Within the window (checked with a wide margin) an unknown kid is not refetched...
     if since_last() < MIN_REFETCH_INTERVAL / 2 {
         let fetches = jwks.fetches();
-        assert_eq!(verifier.verify(&rotated).await, Err("unknown signing key"));
+        assert_eq!(
+            verifier.verify(&rotated).await,
+            Err(todo_api::auth::TokenRejection::UnknownKey)
+        );
         assert_eq!(jwks.fetches(), fetches);
     }
     // ...and once it has passed, the new key is fetched at once, once.

@@ -245,14 +245,18 @@ impl TestAppBuilder {
         let settings =
             todo_api::Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
         let app = todo_api::build(&settings).await.expect("build app");
+        app.start().await.expect("database reached and migrated");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(todo_api::serve(listener, app, async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(async move {
+            todo_api::serve(listener, &app, async {
+                let _ = rx.await;
+            })
+            .await
+        });
         let secret = env
             .get("BETTER_AUTH_SECRET")
             .map(|s| s.clone().into_bytes())

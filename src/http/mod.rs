@@ -1,11 +1,17 @@
-//! Cross-cutting HTTP layers: CORS, request ids, tracing, timeouts, panics,
-//! body limit, and the rule that every error response is our JSON.
+//! Cross-cutting HTTP: the server itself ([`server`]), and the layers every
+//! request goes through: CORS, request ids, the request log line and context
+//! ([`context`]), body deadline and draining ([`body`]), timeouts, panics, and
+//! the rule that every error response is our JSON.
+
+pub mod body;
+mod context;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,16 +20,19 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
-use crate::error::{ApiError, BODY_LIMIT};
+pub use context::RequestContext;
 
-/// Longest a request may take before it is answered with a 503.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::config::ServerSettings;
+use crate::error::ApiError;
 
 /// Wraps the routes in the layers every response goes through.
-pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
+pub fn with_layers(
+    routes: Router,
+    cors_origins: &[HeaderValue],
+    server: &ServerSettings,
+) -> Router {
     let allowed: Arc<[HeaderValue]> = cors_origins.into();
     let request_id = HeaderName::from_static("x-request-id");
     let cors = CorsLayer::new()
@@ -36,11 +45,16 @@ pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(crate::idempotency::HEADER),
+        ])
         .allow_credentials(true)
         .expose_headers([
             HeaderName::from_static("x-total-count"),
             header::LOCATION,
+            header::RETRY_AFTER,
             request_id.clone(),
         ])
         .max_age(Duration::from_secs(600));
@@ -48,20 +62,25 @@ pub fn with_layers(routes: Router, cors_origins: &[HeaderValue]) -> Router {
     // Each `layer` wraps everything above it: the last one is outermost.
     routes
         .fallback(|| async { ApiError::RouteNotFound })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
+            server.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
+            ApiError::internal("handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            server.body_timeout,
+            body::guard,
+        ))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(context::track))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // The request line is written by `context::track`.
+                .on_response(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([

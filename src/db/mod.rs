@@ -1,0 +1,222 @@
+//! The database: connection pool, units of work, migrations, start-up, and
+//! what its errors mean.
+//!
+//! Every write is acknowledged only after its commit succeeded: single
+//! statements are read to their end (a `RETURNING` read with a fetch-one would
+//! leave SQLite's autocommit unfinished and its error unseen), multi-statement
+//! writes commit explicitly, and a storage failure marks the instance not
+//! ready until a write succeeds again (a probe retries every second).
+
+mod errors;
+mod migrate;
+mod pool;
+mod startup;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub use errors::{Failure, classify, is_unavailable};
+pub use migrate::migrate;
+pub use startup::{StartupError, start};
+
+use crate::config::{DatabaseSettings, PoolMode};
+use crate::readiness::Readiness;
+
+/// How often a failing instance tries a write of its own.
+const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pool and what every unit of work needs to know about it.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool_mode: PoolMode,
+    /// `SET LOCAL statement_timeout = ...` for transaction-mode units.
+    set_local_timeout: String,
+    readiness: Arc<Readiness>,
+    probing: AtomicBool,
+}
+
+impl Db {
+    /// A pool that connects on first use: the server listens before the
+    /// database answers (see [`start`]).
+    pub async fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbErr> {
+        let conn = pool::open(settings).await?;
+        Ok(Db {
+            conn,
+            shared: Arc::new(Shared {
+                pool_mode: if conn_is_postgres(settings) {
+                    settings.pool_mode
+                } else {
+                    PoolMode::Session
+                },
+                set_local_timeout: format!(
+                    "SET LOCAL statement_timeout = {}",
+                    settings.statement_timeout.as_millis()
+                ),
+                readiness,
+                probing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.shared.readiness
+    }
+
+    /// Where one request's statements run. With a transaction-mode pooler, a
+    /// transaction (session settings would leak to other clients, and
+    /// `statement_timeout` is only bounded by `SET LOCAL`); else the pool itself.
+    /// Give it back with [`Db::finish`].
+    pub(crate) async fn unit(&self) -> Result<DatabaseExecutor<'_>, DbErr> {
+        match self.shared.pool_mode {
+            PoolMode::Session => Ok(DatabaseExecutor::Connection(&self.conn)),
+            PoolMode::Transaction => Ok(DatabaseExecutor::OwnedTransaction(
+                self.begin_postgres().await?,
+            )),
+        }
+    }
+
+    /// Ends a unit from [`Db::unit`] (commits its transaction, if it has one).
+    pub(crate) async fn finish(unit: DatabaseExecutor<'_>) -> Result<(), DbErr> {
+        match unit {
+            DatabaseExecutor::OwnedTransaction(txn) => txn.commit().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// A transaction for a write of several statements. On SQLite it takes the
+    /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
+    /// reads first and then writes fails at once under contention instead of
+    /// waiting its turn.
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.backend() {
+            DbBackend::Sqlite => {
+                self.conn
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await
+            }
+            _ => match self.shared.pool_mode {
+                PoolMode::Session => self.conn.begin().await,
+                PoolMode::Transaction => self.begin_postgres().await,
+            },
+        }
+    }
+
+    async fn begin_postgres(&self) -> Result<DatabaseTransaction, DbErr> {
+        let txn = self.conn.begin().await?;
+        txn.execute_unprepared(&self.shared.set_local_timeout)
+            .await?;
+        Ok(txn)
+    }
+
+    /// Readiness and logs follow the outcome of every write.
+    pub(crate) fn observe_write<T, E>(
+        &self,
+        result: &Result<T, E>,
+        db_err: impl Fn(&E) -> Option<&DbErr>,
+    ) {
+        match result {
+            Ok(_) => {
+                if self.readiness().write_succeeded() {
+                    tracing::info!("writes succeed again; ready");
+                }
+            }
+            Err(e) => {
+                if let Some(err) = db_err(e)
+                    && classify(err) == Some(Failure::Storage)
+                {
+                    self.storage_failed(err);
+                }
+            }
+        }
+    }
+
+    fn storage_failed(&self, err: &DbErr) {
+        if self.readiness().write_failed(&err.to_string()) {
+            tracing::error!(error = %err, "the database cannot store writes; answering 503 and not ready until a write succeeds");
+        }
+        self.spawn_write_probe();
+    }
+
+    /// While writes fail, a write of our own every second finds out when
+    /// storage is back (a user's successful write ends it sooner).
+    fn spawn_write_probe(&self) {
+        if self.shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let db = self.clone();
+        tokio::spawn(async move {
+            loop {
+                while db.readiness().writes_failing() {
+                    tokio::time::sleep(WRITE_PROBE_INTERVAL).await;
+                    match db.probe_write().await {
+                        Ok(()) => {
+                            if db.readiness().write_succeeded() {
+                                tracing::info!("a probe write succeeded; ready again");
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "probe write failed"),
+                    }
+                }
+                db.shared.probing.store(false, Ordering::Release);
+                // A failure may have arrived between the last check and the store.
+                if !db.readiness().writes_failing()
+                    || db.shared.probing.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One committed write that touches no user data.
+    pub(crate) async fn probe_write(&self) -> Result<(), DbErr> {
+        self.conn
+            .execute_unprepared(
+                "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
+                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Does the database answer?
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.ping().await
+    }
+
+    /// Open and idle connections of the pool (metrics).
+    pub fn pool_size(&self) -> (u32, usize) {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+}
+
+fn conn_is_postgres(settings: &DatabaseSettings) -> bool {
+    !settings.url.starts_with("sqlite:")
+}

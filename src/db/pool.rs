@@ -1,0 +1,78 @@
+//! Connection options for each database and pool mode.
+
+use std::time::Duration;
+
+use sea_orm::sqlx;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+use crate::config::{DatabaseSettings, PoolMode};
+
+/// A request waiting for a connection to a dead database answers 503 this soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The serving pool: connects lazily, bounded statements.
+pub(super) async fn open(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = options(
+        &settings.url,
+        settings.pool_mode,
+        settings.max_connections,
+        Some(settings.statement_timeout),
+    );
+    opts.connect_lazy(true);
+    // SeaORM asks SQLite for its version even on a lazy pool: a file another
+    // instance is creating may be locked for a moment.
+    super::migrate::retry_sqlite_busy(|| Database::connect(opts.clone())).await
+}
+
+/// Options for `url`. `statement_timeout` is set per session in session mode;
+/// a transaction-mode pooler would hand that session state to other clients,
+/// so there each unit of work sets it with `SET LOCAL` instead (see `Db::unit`).
+pub(super) fn options(
+    url: &str,
+    pool_mode: PoolMode,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(max_connections)
+        .min_connections(0)
+        .connect_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(Duration::from_secs(300))
+        // Statement logging would put user data in the logs.
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            // WAL lets readers run beside the single writer; a busy writer waits
+            // instead of failing. FULL: a commit is on disk before it is
+            // acknowledged, so it also survives an OS crash or power loss.
+            o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .with_regexp()
+        });
+    match pool_mode {
+        PoolMode::Transaction => {
+            // No named prepared statements (PgBouncer before 1.21 cannot route
+            // them), and no start-up parameter PgBouncer refuses by default.
+            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(0).extra_float_digits(None));
+        }
+        PoolMode::Session => {
+            if let Some(timeout) = statement_timeout {
+                let set = format!("SET statement_timeout = {}", timeout.as_millis());
+                opts.map_sqlx_postgres_pool_opts(move |o| {
+                    let set = set.clone();
+                    o.after_connect(move |conn, _| {
+                        let set = set.clone();
+                        Box::pin(async move {
+                            sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(set))
+                                .await
+                                .map(|_| ())
+                        })
+                    })
+                });
+            }
+        }
+    }
+    opts
+}

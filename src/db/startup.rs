@@ -1,0 +1,113 @@
+//! Start-up: reach the database (it may be late: Neon's compute wakes in a few
+//! seconds), migrate, check that writes can be stored, then report ready.
+//! The server listens meanwhile, answering 503 on `/api` and `/health/ready`.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
+
+use super::Db;
+use super::migrate::migrate;
+use crate::config::{DatabaseSettings, PoolMode, redact_url};
+
+/// Longest single connection attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot reach the database ({url}) within {waited:?}: {cause}")]
+    Unreachable {
+        url: String,
+        cause: String,
+        waited: Duration,
+    },
+    #[error("cannot migrate the database ({url}): {source}")]
+    Migration {
+        url: String,
+        #[source]
+        source: sea_orm::DbErr,
+    },
+}
+
+/// Waits for the database, migrates, probes a write, and marks `db` ready.
+/// A failing probe does not stop start-up: the instance serves reads and
+/// reports not ready until writes succeed.
+pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
+    wait_until_reachable(settings).await?;
+    migrate(settings)
+        .await
+        .map_err(|source| StartupError::Migration {
+            url: redact_url(settings.migration_url()),
+            source,
+        })?;
+    if let Err(err) = db.probe_write().await {
+        db.observe_write(&Err::<(), sea_orm::DbErr>(err), |e| Some(e));
+    }
+    db.readiness().mark_started();
+    tracing::info!(database = %redact_url(&settings.url), "database ready");
+    Ok(())
+}
+
+/// Connects once, directly (not through the pool, which reports only "timed
+/// out"), retrying with backoff until `DB_STARTUP_TIMEOUT`, and logs the real
+/// cause of each failure.
+async fn wait_until_reachable(settings: &DatabaseSettings) -> Result<(), StartupError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        let cause = match tokio::time::timeout(ATTEMPT_TIMEOUT, connect_once(settings)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => describe(&err),
+            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+        };
+        let waited = started.elapsed();
+        // A SQLite file that cannot be opened will not open later either.
+        if settings.url.starts_with("sqlite:") || waited + backoff > settings.startup_timeout {
+            return Err(StartupError::Unreachable {
+                url: redact_url(&settings.url),
+                cause,
+                waited,
+            });
+        }
+        tracing::warn!(attempt, %cause, retry_in = ?backoff, "database not reachable yet");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt += 1;
+    }
+}
+
+async fn connect_once(settings: &DatabaseSettings) -> Result<(), sqlx::Error> {
+    if settings.url.starts_with("sqlite:") {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&settings.url)?;
+        return opts.connect().await?.close().await;
+    }
+    let mut opts = sqlx::postgres::PgConnectOptions::from_str(&settings.url)?;
+    if settings.pool_mode == PoolMode::Transaction {
+        opts = opts.extra_float_digits(None);
+    }
+    opts.connect().await?.close().await
+}
+
+/// The cause of a failed connection, named in words an operator searches for.
+fn describe(err: &sqlx::Error) -> String {
+    let kind = match err {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused"
+        }
+        sqlx::Error::Io(io) if io.to_string().contains("lookup") => "unknown host (DNS)",
+        sqlx::Error::Io(_) => "network error",
+        sqlx::Error::Tls(_) => "TLS error",
+        sqlx::Error::Configuration(_) => "invalid database URL",
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01" | "28000") => "authentication failed",
+            Some("3D000") => "no such database",
+            Some(c) if c.starts_with("57P") => "the database is starting up or shutting down",
+            _ => "the database refused the connection",
+        },
+        _ => "connection failed",
+    };
+    format!("{kind}: {err}")
+}

@@ -1,0 +1,204 @@
+//! The HTTP/1.1 server: our own accept loop over hyper, for what a public
+//! server needs and `axum::serve` does not offer.
+//!
+//! - A connection without a complete request head `HTTP_HEADER_TIMEOUT` after
+//!   opening or after its previous response is closed (slowloris, idle keep-alive).
+//! - A response the client stops reading is dropped after `HTTP_WRITE_TIMEOUT`
+//!   without progress.
+//! - Accept errors (out of file descriptors, aborted handshakes) are logged
+//!   and waited out; they never stop the server.
+//! - Shutdown: readiness 503 and still serving for `SHUTDOWN_DRAIN_SECONDS`
+//!   (responses say `Connection: close`), then the listener closes, idle
+//!   connections close, in-flight requests finish, and after
+//!   `SHUTDOWN_TIMEOUT` whatever is left is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt;
+
+use crate::config::ServerSettings;
+use crate::readiness::Readiness;
+
+/// Pause after an accept error that more accepts would only repeat
+/// (no file descriptors left): connections closing will free some.
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then shuts down as
+/// described above. Returns once every connection is closed or dropped.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: &ServerSettings,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true);
+    let connections = Connections {
+        http,
+        app,
+        readiness: Arc::clone(&readiness),
+        write_timeout: settings.write_timeout,
+        graceful: GracefulShutdown::new(),
+        errors: AcceptErrors::default(),
+    };
+    let mut connections = connections;
+    tokio::pin!(shutdown);
+
+    // Serving.
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => connections.accepted(accepted).await,
+        }
+    }
+
+    // Draining: not ready, still serving.
+    readiness.start_draining();
+    if !settings.shutdown_drain.is_zero() {
+        tracing::info!(
+            seconds = settings.shutdown_drain.as_secs_f64(),
+            "draining: readiness 503, still serving"
+        );
+        let drained = tokio::time::sleep(settings.shutdown_drain);
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut drained => break,
+                accepted = listener.accept() => connections.accepted(accepted).await,
+            }
+        }
+    }
+
+    // Closing.
+    drop(listener);
+    let open = connections.graceful.count();
+    tracing::info!(
+        open_connections = open,
+        "listener closed; finishing in-flight requests"
+    );
+    match tokio::time::timeout(settings.shutdown_timeout, connections.graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(
+            timeout_s = settings.shutdown_timeout.as_secs_f64(),
+            "shutdown timeout: dropping the connections still open"
+        ),
+    }
+    Ok(())
+}
+
+struct Connections {
+    http: http1::Builder,
+    app: Router,
+    readiness: Arc<Readiness>,
+    write_timeout: Duration,
+    graceful: GracefulShutdown,
+    errors: AcceptErrors,
+}
+
+impl Connections {
+    async fn accepted(&mut self, accepted: std::io::Result<(TcpStream, std::net::SocketAddr)>) {
+        match accepted {
+            Ok((stream, _peer)) => self.spawn(stream),
+            Err(err) => {
+                let exhausted = is_exhaustion(&err);
+                self.errors.log(&err, exhausted);
+                if exhausted {
+                    tokio::time::sleep(EXHAUSTED_BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream) {
+        // Small JSON responses: do not wait to coalesce them.
+        let _ = stream.set_nodelay(true);
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(self.write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let app = self.app.clone();
+        let readiness = Arc::clone(&self.readiness);
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let app = app.clone();
+            let readiness = Arc::clone(&readiness);
+            async move {
+                let mut response = match app.oneshot(request.map(Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                // While draining, clients (and load balancers) should reconnect elsewhere.
+                if readiness.is_draining() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = self.graceful.watch(self.http.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// EMFILE/ENFILE/ENOBUFS/ENOMEM: retrying at once would spin.
+fn is_exhaustion(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Logs accept errors at most once a second, with how many were skipped.
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    fn log(&mut self, err: &std::io::Error, exhausted: bool) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        if exhausted {
+            tracing::error!(error = %err, suppressed = self.suppressed, "cannot accept connections: out of file descriptors or memory; still serving the open ones");
+        } else {
+            tracing::warn!(error = %err, suppressed = self.suppressed, "accept failed");
+        }
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit: each connection is a
+/// file descriptor, and the usual soft limit of 1024 is easy to exhaust.
+pub fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
+    }
+}

@@ -1,0 +1,363 @@
+//! Safe retries of `POST /api/tasks` with an `Idempotency-Key` header.
+//!
+//! For one user and key, the first create's response (status, body,
+//! `Location`) is stored in the same transaction as the task, so a retry after
+//! an answer that never arrived (a dropped connection, a 503 during a database
+//! restart) gets that response again instead of a second task. A repeat with
+//! another body, or while the first is still running, is a conflict. Keys live
+//! in the database (shared by instances, kept across restarts) for 24 hours.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::db::Db;
+use crate::error::FieldError;
+use crate::models::idempotency_key::{self, Column, Entity as Keys};
+
+pub const HEADER: &str = "idempotency-key";
+/// How long a key is remembered.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_KEY_LEN: usize = 255;
+
+/// A valid key: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key of the request, if it sent one.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, FieldError> {
+        let mut values = headers.get_all(HEADER).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        let invalid = |message: &str| FieldError::new("Idempotency-Key", message);
+        if values.next().is_some() {
+            return Err(invalid("must be sent at most once"));
+        }
+        let bytes = value.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_KEY_LEN {
+            return Err(invalid("must be 1 to 255 characters"));
+        }
+        if !bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "must be visible ASCII characters only (no spaces or control characters)",
+            ));
+        }
+        // Checked above: every byte is visible ASCII.
+        Ok(Some(IdempotencyKey(
+            String::from_utf8_lossy(bytes).into_owned(),
+        )))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Identifies a request body: SHA-256 of its JSON value written canonically
+/// (object keys sorted, no white space), so formatting and key order do not
+/// make two equal bodies differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn of(body: &Map<String, Value>) -> Self {
+        let mut hasher = Sha256::new();
+        write_object(&mut hasher, body);
+        Fingerprint(hex(&hasher.finalize()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn write_object(h: &mut Sha256, object: &Map<String, Value>) {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort();
+    h.update(b"{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        write_value(h, &Value::String(key.clone()));
+        h.update(b":");
+        write_value(h, &object[key]);
+    }
+    h.update(b"}");
+}
+
+fn write_value(h: &mut Sha256, value: &Value) {
+    match value {
+        Value::Object(o) => write_object(h, o),
+        Value::Array(items) => {
+            h.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                write_value(h, item);
+            }
+            h.update(b"]");
+        }
+        // Scalars print the same whatever the input's formatting was.
+        scalar => h.update(scalar.to_string().as_bytes()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A keyed create as the store needs it.
+pub struct KeyedRequest {
+    pub key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+}
+
+/// The response a key replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+    pub location: Option<String>,
+    /// The task the first request created.
+    pub task_id: Option<i64>,
+}
+
+/// What an earlier request with the same key means for this one.
+pub enum Prior {
+    /// None within the retention period: go ahead.
+    None,
+    /// Same body: answer with the stored response.
+    Replay(StoredResponse),
+    /// Another body.
+    Mismatch,
+}
+
+/// Keys whose first request is running in this process: a repeat meanwhile is
+/// a conflict at once. (Across instances, PostgreSQL's transaction-level
+/// advisory lock on the key does the same; see the store.)
+#[derive(Default)]
+pub struct InFlight {
+    running: Mutex<HashSet<(String, String)>>,
+}
+
+/// Held while the first request of a key runs.
+pub struct Claim {
+    registry: Arc<InFlight>,
+    entry: (String, String),
+}
+
+impl InFlight {
+    /// `None` when a request of this user with this key is already running.
+    pub fn claim(self: &Arc<Self>, user: &str, key: &IdempotencyKey) -> Option<Claim> {
+        let entry = (user.to_owned(), key.0.clone());
+        let mut running = self.running.lock().ok()?;
+        running.insert(entry.clone()).then(|| Claim {
+            registry: Arc::clone(self),
+            entry,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.registry.running.lock() {
+            running.remove(&self.entry);
+        }
+    }
+}
+
+/// Stable 64-bit name of `(user, key)` for `pg_try_advisory_xact_lock`.
+pub(crate) fn lock_key(user: &str, key: &IdempotencyKey) -> i64 {
+    stable_hash(&[b"idempotency", user.as_bytes(), key.0.as_bytes()])
+}
+
+/// The first 8 bytes of SHA-256 over the NUL-separated parts: the same on
+/// every instance (no per-process seed, unlike std's hasher).
+pub(crate) fn stable_hash(parts: &[&[u8]]) -> i64 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// The earlier request with this key, if one is remembered.
+pub(crate) async fn prior(
+    conn: &impl ConnectionTrait,
+    user: &str,
+    request: &KeyedRequest,
+    now: DateTime<Utc>,
+) -> Result<Prior, DbErr> {
+    let found = Keys::find_by_id((user.to_owned(), request.key.0.clone()))
+        .filter(Column::CreatedAt.gt(expiry(now)))
+        .one(conn)
+        .await?;
+    Ok(match found {
+        None => Prior::None,
+        Some(row) if row.fingerprint == request.fingerprint.0 => Prior::Replay(StoredResponse {
+            status: u16::try_from(row.status).unwrap_or(201),
+            body: row.body,
+            location: row.location,
+            task_id: row.task_id,
+        }),
+        Some(_) => Prior::Mismatch,
+    })
+}
+
+/// Remembers the response (replacing an expired row of the same key).
+pub(crate) async fn remember(
+    conn: &impl ConnectionTrait,
+    user: &str,
+    request: &KeyedRequest,
+    response: &StoredResponse,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let row = idempotency_key::ActiveModel {
+        user_id: Set(user.to_owned()),
+        key: Set(request.key.0.clone()),
+        fingerprint: Set(request.fingerprint.0.clone()),
+        status: Set(i16::try_from(response.status).unwrap_or(201)),
+        body: Set(response.body.clone()),
+        location: Set(response.location.clone()),
+        task_id: Set(response.task_id),
+        created_at: Set(now),
+    };
+    Keys::insert(row)
+        .on_conflict(
+            OnConflict::columns([Column::UserId, Column::Key])
+                .update_columns([
+                    Column::Fingerprint,
+                    Column::Status,
+                    Column::Body,
+                    Column::Location,
+                    Column::TaskId,
+                    Column::CreatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await
+        .map(|_| ())
+}
+
+fn expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(RETENTION).unwrap_or_else(|_| chrono::Duration::days(1))
+}
+
+/// Deletes keys past the retention period; returns how many.
+pub async fn purge_expired(db: &Db) -> Result<u64, DbErr> {
+    let unit = db.unit().await?;
+    let result = Keys::delete_many()
+        .filter(Column::CreatedAt.lte(expiry(Utc::now())))
+        .exec(&unit)
+        .await?;
+    Db::finish(unit).await?;
+    Ok(result.rows_affected)
+}
+
+/// Purges now, then every hour, for as long as the process runs.
+pub fn spawn_purge(db: Db) {
+    tokio::spawn(async move {
+        loop {
+            match purge_expired(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+            tokio::time::sleep(PURGE_INTERVAL).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    fn key(value: &[u8]) -> Result<Option<IdempotencyKey>, FieldError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_bytes(value).unwrap());
+        IdempotencyKey::from_headers(&headers)
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_of_bounded_length() {
+        assert_eq!(
+            IdempotencyKey::from_headers(&HeaderMap::new()).unwrap(),
+            None
+        );
+        assert!(key(b"a").unwrap().is_some());
+        assert!(key(&[b'k'; 255]).unwrap().is_some());
+        assert!(
+            key(b"3f1c2b8e-4d5a-4c6b-9e7f-0a1b2c3d4e5f")
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            &b""[..],
+            &[b'k'; 256],
+            b"has space",
+            b"tab\there",
+            b"caf\xc3\xa9",
+        ] {
+            let err = key(bad).unwrap_err();
+            assert_eq!(err.field, "Idempotency-Key", "{bad:?}");
+        }
+        let mut twice = HeaderMap::new();
+        twice.append(HEADER, HeaderValue::from_static("a"));
+        twice.append(HEADER, HeaderValue::from_static("b"));
+        assert!(IdempotencyKey::from_headers(&twice).is_err());
+    }
+
+    #[test]
+    fn fingerprints_ignore_formatting_and_key_order() {
+        let a: Value =
+            serde_json::from_str(r#"{"title": "x", "completed": false, "n": 1.0}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"n":1.0,"completed":false,"title":"x"}"#).unwrap();
+        let c = json!({"title": "y", "completed": false, "n": 1.0});
+        let fp = |v: &Value| Fingerprint::of(v.as_object().unwrap());
+        assert_eq!(fp(&a), fp(&b));
+        assert_ne!(fp(&a), fp(&c));
+        assert_eq!(fp(&a).as_str().len(), 64);
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        let k = IdempotencyKey("k".into());
+        assert_eq!(lock_key("alice", &k), lock_key("alice", &k));
+        assert_ne!(lock_key("alice", &k), lock_key("bob", &k));
+        // The separator keeps ("ab", "c") apart from ("a", "bc").
+        assert_ne!(
+            lock_key("ab", &IdempotencyKey("c".into())),
+            lock_key("a", &IdempotencyKey("bc".into()))
+        );
+    }
+
+    #[test]
+    fn a_running_key_cannot_be_claimed_twice() {
+        let registry = Arc::new(InFlight::default());
+        let k = IdempotencyKey("k".into());
+        let first = registry.claim("alice", &k).expect("first claim");
+        assert!(registry.claim("alice", &k).is_none());
+        assert!(registry.claim("bob", &k).is_some(), "keys are per user");
+        drop(first);
+        assert!(registry.claim("alice", &k).is_some());
+    }
+}
