@@ -21,12 +21,37 @@ pub struct ErrorBody {
     #[schema(example = "Task not found")]
     pub detail: String,
     /// Stable, machine-readable error code.
-    #[schema(example = "not_found")]
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// Present on 422 only: one entry per invalid field or query parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
+}
+
+/// Every `code` an error body can carry (the schema of `ErrorBody.code`):
+/// 400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`;
+/// 404 `not_found`; 405 `method_not_allowed`; 408 `request_timeout`;
+/// 409 `idempotency_conflict` or `task_limit_reached`; 413 `payload_too_large`;
+/// 415 `unsupported_media_type`; 422 `validation_error`; 429 `too_many_requests`;
+/// 500 `internal_error`; 503 `service_unavailable`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case", example = "not_found")]
+pub enum ErrorCode {
+    InvalidJson,
+    NotAuthenticated,
+    InvalidToken,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    IdempotencyConflict,
+    TaskLimitReached,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+    TooManyRequests,
+    InternalError,
+    ServiceUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]

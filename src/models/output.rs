@@ -16,7 +16,8 @@ pub struct TaskOut {
     pub user_id: String,
     #[schema(example = "Buy milk", min_length = 1, max_length = 200)]
     pub title: String,
-    #[schema(example = json!(null), max_length = 1000)]
+    /// Always present; `null` when the task has none.
+    #[schema(example = json!(null), max_length = 1000, required = true)]
     pub description: Option<String>,
     pub completed: bool,
     /// RFC 3339, UTC, microseconds.

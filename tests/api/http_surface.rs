@@ -245,7 +245,13 @@ async fn public_routes(backend: Backend) {
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
-    assert!(doc["paths"]["/health"]["get"]["security"].is_null());
+    for public in ["/health", "/health/ready"] {
+        assert_eq!(
+            doc["paths"][public]["get"]["security"],
+            json!([]),
+            "{public}"
+        );
+    }
     // The PATCH body may be absent, but it is never JSON null; PUT needs a field.
     let patch_body = &doc["paths"]["/api/tasks/{id}/complete"]["patch"]["requestBody"];
     assert_ne!(patch_body["required"], true);

@@ -19,3 +19,4 @@ mod no_data_lost;
 mod postgres_tls;
 mod schemathesis;
 mod tasks;
+mod typescript_client;
