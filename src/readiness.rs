@@ -6,6 +6,12 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Writes must have stopped failing this long before the instance is ready
+/// again: on a disk that is nearly full, writes that fit and writes that do
+/// not alternate, and readiness should not flap with them.
+pub const WRITE_RECOVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct Readiness {
@@ -13,8 +19,8 @@ pub struct Readiness {
     draining: AtomicBool,
     /// Mirrors `write_failure.is_some()`: every committed write reads it.
     failing: AtomicBool,
-    /// Why the last write could not be stored, until a write succeeds again.
-    write_failure: Mutex<Option<String>>,
+    /// Why the last write could not be stored, and when, until writes succeed again.
+    write_failure: Mutex<Option<(String, Instant)>>,
 }
 
 /// Why the instance is not ready (shown in the 503 body of `/health/ready`).
@@ -53,7 +59,7 @@ impl Readiness {
         self.write_failure
             .lock()
             .ok()
-            .and_then(|f| f.clone())
+            .and_then(|f| f.as_ref().map(|(cause, _)| cause.clone()))
             .map(NotReady::WritesFailing)
     }
 
@@ -62,27 +68,60 @@ impl Readiness {
         match self.write_failure.lock() {
             Ok(mut failure) => {
                 self.failing.store(true, Ordering::Release);
-                failure.replace(cause.to_owned()).is_none()
+                failure
+                    .replace((cause.to_owned(), Instant::now()))
+                    .is_none()
             }
             Err(_) => false,
         }
     }
 
-    /// Records a committed write; true when writes were failing until now.
+    /// Records a committed write; true when this ends a failure (the last
+    /// failed write is at least [`WRITE_RECOVERY`] old).
     pub fn write_succeeded(&self) -> bool {
         if !self.writes_failing() {
             return false;
         }
         match self.write_failure.lock() {
-            Ok(mut failure) => {
-                self.failing.store(false, Ordering::Release);
-                failure.take().is_some()
-            }
+            Ok(mut failure) => match *failure {
+                Some((_, at)) if at.elapsed() >= WRITE_RECOVERY => {
+                    self.failing.store(false, Ordering::Release);
+                    failure.take().is_some()
+                }
+                _ => false,
+            },
             Err(_) => false,
         }
     }
 
     pub fn writes_failing(&self) -> bool {
         self.failing.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_failing_until_they_succeed_after_a_quiet_moment() {
+        let r = Readiness::default();
+        assert_eq!(r.not_ready(), Some(NotReady::Starting));
+        r.mark_started();
+        assert_eq!(r.not_ready(), None);
+        assert!(r.write_failed("disk full"));
+        assert!(!r.write_failed("disk full"), "already failing");
+        assert!(!r.write_succeeded(), "too soon after the failure");
+        assert_eq!(
+            r.not_ready(),
+            Some(NotReady::WritesFailing("disk full".into()))
+        );
+        if let Ok(mut f) = r.write_failure.lock() {
+            f.as_mut().unwrap().1 -= WRITE_RECOVERY;
+        }
+        assert!(r.write_succeeded());
+        assert_eq!(r.not_ready(), None);
+        r.start_draining();
+        assert_eq!(r.not_ready(), Some(NotReady::Draining));
     }
 }

@@ -41,6 +41,27 @@ pub(super) fn options(
         .idle_timeout(Duration::from_secs(300))
         // Statement logging would put user data in the logs.
         .sqlx_logging(false)
+        // SQLite rolls a transaction back by itself when its COMMIT fails
+        // (disk full, I/O error); sqlx's ROLLBACK then fails and its count of
+        // open transactions stays at one, so the next "BEGIN" on that
+        // connection would be a SAVEPOINT inside nothing, and its "commit" a
+        // RELEASE that acknowledges writes no one ever commits. A connection
+        // that comes back still counting a transaction is closed instead.
+        .map_sqlx_sqlite_pool_opts(|o| {
+            o.after_release(|conn, _| {
+                Box::pin(async move {
+                    // Queued behind any rollback still pending for this connection.
+                    sqlx::Connection::ping(conn).await?;
+                    let clean = !sqlx::Connection::is_in_transaction(conn);
+                    if !clean {
+                        tracing::warn!(
+                            "closing a SQLite connection left inside a failed transaction"
+                        );
+                    }
+                    Ok(clean)
+                })
+            })
+        })
         .map_sqlx_sqlite_opts(|o| {
             // WAL lets readers run beside the single writer; a busy writer waits
             // instead of failing. FULL: a commit is on disk before it is

@@ -66,7 +66,7 @@ pub async fn track(mut request: Request, next: Next) -> Response {
         method = %method,
         route = %route,
         status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
         user_id = context.user_id().unwrap_or("-"),
         "request"
     );

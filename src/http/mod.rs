@@ -79,8 +79,9 @@ pub fn with_layers(
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                // The request line is written by `context::track`.
-                .on_response(()),
+                // The request line (with the status) is written by `context::track`.
+                .on_response(())
+                .on_failure(()),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([

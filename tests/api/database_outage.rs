@@ -42,24 +42,6 @@ impl Drop for Proxy {
     }
 }
 
-/// Polls readiness until it answers `want` (bounded: 60 tries).
-async fn wait_ready(app: &TestApp, want: StatusCode) {
-    for _ in 0..60 {
-        let status = app
-            .client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == want {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("/health/ready never answered {want}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_answers_503_and_recovers() {
     // The database itself is a fresh one; the app reaches it through the proxy.
@@ -138,7 +120,8 @@ async fn postgres_outage_answers_503_and_recovers() {
 
     // Recovery, with no restart.
     let _proxy = Proxy::start(proxy_addr, upstream).await.unwrap();
-    wait_ready(&app, StatusCode::OK).await;
+    app.wait_for_readiness(StatusCode::OK, std::time::Duration::from_secs(15))
+        .await;
     let (status, list) = app.list(&alice, "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -18,5 +18,6 @@ mod listing;
 mod no_data_lost;
 mod postgres_tls;
 mod schemathesis;
+mod storage_faults;
 mod tasks;
 mod typescript_client;

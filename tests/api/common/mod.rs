@@ -5,6 +5,7 @@
 pub mod jwks_server;
 pub mod keys;
 pub mod node;
+pub mod tmpfs;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -114,17 +115,23 @@ impl TestDb {
 
     /// Every row of `tasks`, in id order, as JSON: a snapshot to compare.
     pub async fn snapshot(&self) -> Vec<Value> {
-        use sea_orm::{FromQueryResult, JsonValue, Statement};
-        let db = self.connect().await;
-        let sql = "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks ORDER BY id";
-        let rows =
-            JsonValue::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
-                .all(&db)
-                .await
-                .expect("snapshot query");
-        let _ = db.close().await;
-        rows
+        snapshot(&self.url).await
     }
+}
+
+/// Every row of `tasks` of the database at `url`, in id order, as JSON.
+pub async fn snapshot(url: &str) -> Vec<Value> {
+    use sea_orm::{FromQueryResult, JsonValue, Statement};
+    let db = Database::connect(url)
+        .await
+        .expect("connect to test database");
+    let sql = "SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks ORDER BY id";
+    let rows = JsonValue::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
+        .all(&db)
+        .await
+        .expect("snapshot query");
+    let _ = db.close().await;
+    rows
 }
 
 impl Drop for TestDb {
@@ -214,6 +221,33 @@ impl TestApp {
 
     pub async fn list(&self, token: &str, query: &str) -> (StatusCode, Value) {
         send(self.request(Method::GET, &format!("/api/tasks{query}"), token)).await
+    }
+
+    /// Polls `/health/ready` until it answers `want`, for at most `within`.
+    /// Returns how long that took.
+    pub async fn wait_for_readiness(
+        &self,
+        want: StatusCode,
+        within: std::time::Duration,
+    ) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let status = self
+                .client
+                .get(self.url("/health/ready"))
+                .send()
+                .await
+                .map(|r| r.status())
+                .ok();
+            if status == Some(want) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "/health/ready did not answer {want} within {within:?} (last: {status:?})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
