@@ -358,7 +358,61 @@ async fn identity_only_from_the_token(backend: Backend) {
     assert_eq!(updated["user_id"], "alice");
 }
 
+/// A correctly signed token whose `sub` the database could not take (a NUL,
+/// or longer than its index allows) is a 401, never a 500; 1 to 255
+/// characters without control characters are a user id.
+async fn subjects_that_cannot_hurt_the_database(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let t = now();
+    for (what, sub) in [
+        ("NUL", "ali\u{0}ce".to_owned()),
+        ("256 characters", "a".repeat(256)),
+        ("3,000 characters", "b".repeat(3000)),
+        ("newline", "alice\nbob".to_owned()),
+        ("DEL", "alice\u{7f}".to_owned()),
+        ("C1 control", "alice\u{85}".to_owned()),
+        ("empty", String::new()),
+    ] {
+        let token = app.token_with_claims(&json!({"sub": sub, "exp": t + 600}));
+        let body = assert_401(
+            list_with(&app, Some(&format!("Bearer {token}"))).await,
+            true,
+        )
+        .await;
+        assert_eq!(body["code"], "invalid_token", "{what}");
+        let why = if sub.is_empty() {
+            "missing subject"
+        } else {
+            "invalid subject"
+        };
+        assert_eq!(body["detail"], format!("Invalid token: {why}"), "{what}");
+        let response = app
+            .client
+            .post(app.url("/api/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({"title": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+    }
+    // Exactly 255 characters (of four bytes each): a user like any other.
+    let longest = "😀".repeat(255);
+    let token = app.token_with_claims(&json!({"sub": longest, "exp": t + 600}));
+    let task = app.create(&token, json!({"title": "mine"})).await;
+    assert_eq!(task["user_id"], longest.as_str());
+    let (status, list) = app.list(&token, "").await;
+    assert_eq!(
+        (status, list.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    assert_eq!(app.db.snapshot().await.len(), 1);
+}
+
 on_both_backends!(
+    subjects_that_cannot_hurt_the_database,
     rejects_missing_or_malformed_credentials,
     rejects_bad_signatures_and_algorithms,
     rejects_bad_claims,

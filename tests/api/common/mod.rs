@@ -170,6 +170,7 @@ pub struct TestApp {
     pub secret: Vec<u8>,
     pub db: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub struct TestAppBuilder {
@@ -193,6 +194,30 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Shuts the server down (as on SIGTERM) and waits until it has; the
+    /// database stays, for another server to start on.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server shut down");
+        }
+    }
+
+    /// Another server on this one's database, with its secret.
+    pub fn restart_builder(&self, backend: Backend) -> TestAppBuilder {
+        TestApp::builder(backend)
+            .database_url(self.db.url.clone())
+            .env(
+                "BETTER_AUTH_SECRET",
+                std::str::from_utf8(&self.secret).expect("hex secret"),
+            )
     }
 
     /// A valid HS256 token for `sub`.
@@ -285,7 +310,7 @@ impl TestAppBuilder {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             todo_api::serve(listener, &app, async {
                 let _ = rx.await;
             })
@@ -301,6 +326,7 @@ impl TestAppBuilder {
             secret,
             db,
             shutdown: Some(tx),
+            server: Some(server),
         })
     }
 }
