@@ -23,6 +23,159 @@ pub enum ConfigError {
     NoAuth,
 }
 
+/// One setting, as `--help` shows it. The parser below reads exactly these
+/// names (a test checks), and each documented default is the real one.
+pub struct SettingDoc {
+    /// The environment variable (also `--name-in-kebab-case`).
+    pub name: &'static str,
+    pub heading: &'static str,
+    pub help: &'static str,
+}
+
+const DATABASE: &str = "Database";
+const AUTH: &str = "Authentication (Better Auth)";
+const HTTP: &str = "HTTP server";
+const LIMITS: &str = "Per-user limits";
+const OPERATIONS: &str = "Operations";
+
+const fn doc(name: &'static str, heading: &'static str, help: &'static str) -> SettingDoc {
+    SettingDoc {
+        name,
+        heading,
+        help,
+    }
+}
+
+pub const SETTINGS: &[SettingDoc] = &[
+    doc(
+        "NEON_DATABASE_URL",
+        DATABASE,
+        "PostgreSQL URL (Neon or any PostgreSQL 13+; sslmode=require and channel_binding=require work) [default: embedded SQLite ./todo.db]",
+    ),
+    doc(
+        "DATABASE_URL",
+        DATABASE,
+        "Read when NEON_DATABASE_URL is unset",
+    ),
+    doc(
+        "MIGRATION_DATABASE_URL",
+        DATABASE,
+        "Direct (non-pooled) URL used for migrations only [default: the main URL]",
+    ),
+    doc(
+        "DB_POOL_MODE",
+        DATABASE,
+        "session, or transaction behind a transaction-mode pooler (PgBouncer, Neon's -pooler hosts; a -pooler host switches it on) [default: session]",
+    ),
+    doc(
+        "DB_MAX_CONNECTIONS",
+        DATABASE,
+        "Connection pool size [default: 10]",
+    ),
+    doc(
+        "DB_STARTUP_TIMEOUT",
+        DATABASE,
+        "Seconds to keep trying to reach the database at start-up [default: 60]",
+    ),
+    doc(
+        "DB_STATEMENT_TIMEOUT",
+        DATABASE,
+        "Seconds any statement may run on PostgreSQL [default: 10]",
+    ),
+    doc(
+        "BETTER_AUTH_SECRET",
+        AUTH,
+        "Shared secret: HS256/384/512 tokens signed with its raw bytes (use 32 characters or more)",
+    ),
+    doc(
+        "BETTER_AUTH_URL",
+        AUTH,
+        "Base URL of the Better Auth server (the Next.js app); its JWT plugin's keys at {url}/api/auth/jwks",
+    ),
+    doc(
+        "BETTER_AUTH_JWKS_URL",
+        AUTH,
+        "Explicit JWKS URL, overrides the one derived from BETTER_AUTH_URL",
+    ),
+    doc(
+        "JWT_ISSUER",
+        AUTH,
+        "When set, the `iss` claim must equal it",
+    ),
+    doc(
+        "JWT_AUDIENCE",
+        AUTH,
+        "When set, the `aud` claim must contain it",
+    ),
+    doc("HOST", HTTP, "Listen address [default: 127.0.0.1]"),
+    doc("PORT", HTTP, "Listen port [default: 8000]"),
+    doc(
+        "CORS_ORIGINS",
+        HTTP,
+        "Comma-separated browser origins allowed to call the API [default: http://localhost:3000]",
+    ),
+    doc(
+        "HTTP_HEADER_TIMEOUT",
+        HTTP,
+        "Seconds a connection may take to send a request head, also the idle keep-alive timeout [default: 10]",
+    ),
+    doc(
+        "HTTP_BODY_TIMEOUT",
+        HTTP,
+        "Seconds after its head a request body must be complete, else 408 [default: 30]",
+    ),
+    doc(
+        "HTTP_WRITE_TIMEOUT",
+        HTTP,
+        "Seconds a response may wait for the client to read before the connection is dropped [default: 30]",
+    ),
+    doc(
+        "HTTP_REQUEST_TIMEOUT",
+        HTTP,
+        "Seconds a request may take in all (a last resort: statements, pool waits and queues have shorter bounds) before it is answered 503 [default: 60]",
+    ),
+    doc(
+        "MAX_TASKS_PER_USER",
+        LIMITS,
+        "Tasks a user may have; more is 409 task_limit_reached [default: 10000]",
+    ),
+    doc(
+        "MAX_IN_FLIGHT_PER_USER",
+        LIMITS,
+        "Requests of one user processed at once; the rest wait their turn [default: 4]",
+    ),
+    doc(
+        "MAX_QUEUED_PER_USER",
+        LIMITS,
+        "Requests of one user that may wait; more is 429 [default: 128]",
+    ),
+    doc(
+        "RATE_LIMIT_PER_USER",
+        LIMITS,
+        "Requests per second per user, bursts of twice that; 0 is off [default: 0]",
+    ),
+    doc(
+        "SHUTDOWN_DRAIN_SECONDS",
+        OPERATIONS,
+        "On SIGTERM: seconds to keep serving with /health/ready at 503, before the listener closes [default: 0]",
+    ),
+    doc(
+        "SHUTDOWN_TIMEOUT",
+        OPERATIONS,
+        "Seconds in-flight requests get to finish once the listener closed [default: 30]",
+    ),
+    doc(
+        "LOG_FORMAT",
+        OPERATIONS,
+        "text, or json: one JSON object per line [default: text]",
+    ),
+    doc(
+        "METRICS_ADDR",
+        OPERATIONS,
+        "Address of a second listener with Prometheus metrics at GET /metrics, e.g. 127.0.0.1:9090 [default: off]",
+    ),
+];
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -368,7 +521,7 @@ fn server_settings<F: Fn(&str) -> Option<String>>(
         header_timeout: env.seconds("HTTP_HEADER_TIMEOUT", 10, 0.1, 3_600.0)?,
         body_timeout: env.seconds("HTTP_BODY_TIMEOUT", 30, 0.1, 3_600.0)?,
         write_timeout: env.seconds("HTTP_WRITE_TIMEOUT", 30, 0.1, 3_600.0)?,
-        request_timeout: env.seconds("HTTP_REQUEST_TIMEOUT", 30, 0.1, 3_600.0)?,
+        request_timeout: env.seconds("HTTP_REQUEST_TIMEOUT", 60, 0.1, 3_600.0)?,
         shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 30, 0.0, 3_600.0)?,
         shutdown_drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 0, 0.0, 3_600.0)?,
     })
@@ -532,6 +685,33 @@ mod tests {
         assert_eq!(s.server.shutdown_drain, Duration::from_secs(3));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.metrics_addr.unwrap().port(), 9090);
+    }
+
+    #[test]
+    fn every_setting_read_is_documented_and_every_default_is_true() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Settings::from_lookup(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            None
+        });
+        let documented: std::collections::BTreeSet<String> =
+            SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        assert_eq!(read.into_inner(), documented);
+        let plain = format!("{:?}", settings(&[]).unwrap());
+        for setting in SETTINGS {
+            let Some(default) = setting
+                .help
+                .rsplit_once("[default: ")
+                .and_then(|(_, d)| d.strip_suffix(']'))
+            else {
+                continue;
+            };
+            if default.contains(' ') || default == "off" {
+                continue; // described, not a value
+            }
+            let explicit = format!("{:?}", settings(&[(setting.name, default)]).unwrap());
+            assert_eq!(explicit, plain, "{} default {default}", setting.name);
+        }
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! Command line: `serve` (default), `migrate`, `token`.
+//! Command line: `serve` (default), `migrate`, `token`. Every setting is an
+//! environment variable (also read from ./.env) and a flag; `--help` lists
+//! them all (from `config::SETTINGS`).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
+use todo_api::config::{LogFormat, SETTINGS};
 use todo_api::{Settings, StartupError, auth, config};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Todo API for a Next.js + Better Auth frontend. Settings come from the environment and ./.env"
+    about = "Todo API for a Next.js + Better Auth frontend.",
+    after_help = "Every setting is an environment variable (also read from ./.env); a flag overrides it.\n\
+                  Run it: `todo-api serve --dev` (embedded SQLite, a demo token). Docs at http://HOST:PORT/docs."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (the default).
     Serve {
-        /// Without any auth settings, generate a secret for this run and print a demo token.
+        /// Try it out: without auth settings, a random secret for this run; prints a demo token and the docs URL.
         #[arg(long)]
         dev: bool,
     },
@@ -28,15 +33,34 @@ enum Command {
     Migrate,
     /// Print an HS256 token signed with BETTER_AUTH_SECRET (for curl and tests).
     Token {
-        /// User id (the `sub` claim).
+        /// User id (the `sub` claim): 1 to 255 characters, no control characters.
         #[arg(long)]
         sub: String,
+        /// Email address (the `email` claim), optional.
         #[arg(long)]
         email: Option<String>,
         /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
         ttl: i64,
     },
+}
+
+/// The command line: the subcommands, plus every setting as a global flag
+/// that falls back to its environment variable.
+fn command_line() -> clap::Command {
+    SETTINGS.iter().fold(Cli::command(), |cmd, setting| {
+        cmd.arg(
+            Arg::new(setting.name)
+                .long(setting.name.to_ascii_lowercase().replace('_', "-"))
+                .env(setting.name)
+                .value_name("VALUE")
+                .help(setting.help)
+                .help_heading(setting.heading)
+                // `[env: NAME]`, never the value (some are secrets).
+                .hide_env_values(true)
+                .global(true),
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -47,50 +71,70 @@ fn main() -> ExitCode {
         eprintln!("error: cannot read .env: {e}");
         return ExitCode::FAILURE;
     }
-    // Logs go to stderr; stdout carries only what a command prints (tokens).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into()),
-        )
-        .init();
-    let cli = Cli::parse();
+    let matches = command_line().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let settings = Settings::from_lookup(|name| matches.get_one::<String>(name).cloned());
+    let format = settings.as_ref().map_or(LogFormat::Text, |s| s.log_format);
+    init_logging(format);
+    let failed = |message: String| {
+        match format {
+            LogFormat::Json => tracing::error!(error = %message, "exiting"),
+            LogFormat::Text => eprintln!("error: {message}"),
+        }
+        ExitCode::FAILURE
+    };
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => return failed(e.to_string()),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return failed(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve { dev: false }))) {
+    let command = cli.command.unwrap_or(Command::Serve { dev: false });
+    match runtime.block_on(run(command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
+        Err(message) => failed(message),
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
-    let mut settings = Settings::from_env().map_err(|e| e.to_string())?;
+/// Logs go to stderr; stdout carries only what a command prints (tokens).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line, the event's fields at the top level.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
     match command {
         Command::Migrate => {
-            let shown = config::redact_url(settings.database.migration_url());
-            todo_api::db::migrate(&settings.database)
+            todo_api::db::reach_and_migrate(&settings.database)
                 .await
-                .map_err(|source| {
-                    todo_api::db::StartupError::Migration {
-                        url: shown.clone(),
-                        source,
-                    }
-                    .to_string()
-                })?;
-            println!("migrations applied to {shown}");
+                .map_err(|e| e.to_string())?;
+            println!(
+                "migrations applied to {}",
+                config::redact_url(settings.database.migration_url())
+            );
             Ok(())
         }
         Command::Token { sub, email, ttl } => {
@@ -98,43 +142,72 @@ async fn run(command: Command) -> Result<(), String> {
                 .auth
                 .secret
                 .as_deref()
-                .ok_or("BETTER_AUTH_SECRET is not set")?;
+                .ok_or("BETTER_AUTH_SECRET is not set: tokens are signed with it")?;
+            if !auth::is_valid_user_id(&sub) {
+                return Err(format!(
+                    "--sub must be 1 to {} characters with no control characters (the server refuses any other)",
+                    auth::MAX_USER_ID_CHARS
+                ));
+            }
             let token =
                 auth::mint_hs256(secret, &sub, email.as_deref(), ttl).map_err(|e| e.to_string())?;
             println!("{token}");
             Ok(())
         }
         Command::Serve { dev } => {
-            if dev && !settings.auth.is_configured() {
-                print_dev_credentials(&mut settings)?;
+            if dev {
+                print_dev_banner(&mut settings)?;
             }
+            warn_about_weak_secret(&settings);
             serve(settings).await.map_err(|e| e.to_string())
         }
     }
 }
 
-/// `serve --dev`: a random secret for this run only, and a token to try the API with.
-fn print_dev_credentials(settings: &mut Settings) -> Result<(), String> {
-    use rand::Rng;
-    let secret: [u8; 32] = rand::rng().random();
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let token = auth::mint_hs256(
-        secret.as_bytes(),
-        "demo-user",
-        Some("demo@example.com"),
-        24 * 3600,
-    )
-    .map_err(|e| e.to_string())?;
-    settings.auth.secret = Some(secret.into_bytes());
-    println!(
-        "dev mode: a random BETTER_AUTH_SECRET was generated for this run (tokens die with the process)."
-    );
+/// `serve --dev`: a secret for this run unless one is configured, a demo
+/// token, and where to go next.
+fn print_dev_banner(settings: &mut Settings) -> Result<(), String> {
+    let base = format!("http://{}", settings.server.listen);
+    match (&settings.auth.secret, &settings.auth.jwks_url) {
+        (None, None) => {
+            use rand::Rng;
+            let secret: [u8; 32] = rand::rng().random();
+            let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            settings.auth.secret = Some(secret.into_bytes());
+            println!(
+                "dev mode: a random BETTER_AUTH_SECRET was generated for this run (tokens die with the process)."
+            );
+        }
+        (Some(_), _) => println!(
+            "dev mode: BETTER_AUTH_SECRET is set, so it is used (no secret generated); the demo token is signed with it."
+        ),
+        (None, Some(url)) => {
+            println!(
+                "dev mode: tokens come from Better Auth ({url}); no secret is set, so there is no demo token.\n\
+                 API docs: {base}/docs"
+            );
+            return Ok(());
+        }
+    }
+    let secret = settings.auth.secret.as_deref().unwrap_or_default();
+    let token = auth::mint_hs256(secret, "demo-user", Some("demo@example.com"), 24 * 3600)
+        .map_err(|e| e.to_string())?;
     println!("demo token (user \"demo-user\", valid 24 h):\n{token}");
-    println!(
-        "try:\ncurl -H 'Authorization: Bearer {token}' http://{}/api/tasks",
-        settings.server.listen
-    );
+    println!("try:\ncurl -H 'Authorization: Bearer {token}' {base}/api/tasks");
+    println!("API docs (Authorize with the token): {base}/docs");
     Ok(())
+}
+
+/// Better Auth itself asks for a secret of 32 characters or more.
+fn warn_about_weak_secret(settings: &Settings) {
+    if let Some(secret) = &settings.auth.secret
+        && secret.len() < 32
+    {
+        tracing::warn!(
+            length = secret.len(),
+            "BETTER_AUTH_SECRET is shorter than 32 bytes: anyone who guesses it can sign tokens; use a long random value (e.g. `openssl rand -base64 32`)"
+        );
+    }
 }
 
 /// Listens at once; reaches the database in the background (it may be late),

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::DecodingKey;
 
-pub use claims::ClaimsPolicy;
+pub use claims::{ClaimsPolicy, MAX_USER_ID_CHARS, is_valid_user_id};
 pub use extract::AuthUser;
 pub use jwks::MIN_REFETCH_INTERVAL;
 pub use rejection::TokenRejection;

@@ -23,7 +23,7 @@ use sea_orm::{
 
 pub use errors::{Failure, classify, is_unavailable};
 pub use migrate::migrate;
-pub use startup::{StartupError, start};
+pub use startup::{StartupError, reach_and_migrate, start};
 
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;

@@ -35,13 +35,7 @@ pub enum StartupError {
 /// A failing probe does not stop start-up: the instance serves reads and
 /// reports not ready until writes succeed.
 pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
-    wait_until_reachable(settings).await?;
-    migrate(settings)
-        .await
-        .map_err(|source| StartupError::Migration {
-            url: redact_url(settings.migration_url()),
-            source,
-        })?;
+    reach_and_migrate(settings).await?;
     if let Err(err) = db.probe_write().await {
         db.observe_write(&Err::<(), sea_orm::DbErr>(err), |e| Some(e));
     }
@@ -50,42 +44,61 @@ pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupEr
     Ok(())
 }
 
+/// Waits for the database (see below), then applies pending migrations.
+pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), StartupError> {
+    wait_until_reachable(settings, settings.migration_url()).await?;
+    if settings.migration_url() != settings.url {
+        wait_until_reachable(settings, &settings.url).await?;
+    }
+    migrate(settings)
+        .await
+        .map_err(|source| StartupError::Migration {
+            url: redact_url(settings.migration_url()),
+            source,
+        })
+}
+
 /// Connects once, directly (not through the pool, which reports only "timed
 /// out"), retrying with backoff until `DB_STARTUP_TIMEOUT`, and logs the real
 /// cause of each failure.
-async fn wait_until_reachable(settings: &DatabaseSettings) -> Result<(), StartupError> {
+async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<(), StartupError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let cause = match tokio::time::timeout(ATTEMPT_TIMEOUT, connect_once(settings)).await {
+        let cause = match tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            connect_once(url, settings.pool_mode),
+        )
+        .await
+        {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => describe(&err),
             Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
         };
         let waited = started.elapsed();
         // A SQLite file that cannot be opened will not open later either.
-        if settings.url.starts_with("sqlite:") || waited + backoff > settings.startup_timeout {
+        if url.starts_with("sqlite:") || waited + backoff > settings.startup_timeout {
             return Err(StartupError::Unreachable {
-                url: redact_url(&settings.url),
+                url: redact_url(url),
                 cause,
                 waited,
             });
         }
-        tracing::warn!(attempt, %cause, retry_in = ?backoff, "database not reachable yet");
+        tracing::warn!(database = %redact_url(url), attempt, %cause, retry_in = ?backoff, "database not reachable yet");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
     }
 }
 
-async fn connect_once(settings: &DatabaseSettings) -> Result<(), sqlx::Error> {
-    if settings.url.starts_with("sqlite:") {
-        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&settings.url)?;
+async fn connect_once(url: &str, pool_mode: PoolMode) -> Result<(), sqlx::Error> {
+    if url.starts_with("sqlite:") {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
         return opts.connect().await?.close().await;
     }
-    let mut opts = sqlx::postgres::PgConnectOptions::from_str(&settings.url)?;
-    if settings.pool_mode == PoolMode::Transaction {
+    let mut opts = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    if pool_mode == PoolMode::Transaction {
         opts = opts.extra_float_digits(None);
     }
     opts.connect().await?.close().await

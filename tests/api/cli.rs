@@ -182,6 +182,7 @@ fn never_prints_secrets() {
                 "DATABASE_URL",
                 "postgres://app:hunter2pw@127.0.0.1:1/db?sslmode=disable",
             ),
+            ("DB_STARTUP_TIMEOUT", "1"),
         ],
     )
     .output()
