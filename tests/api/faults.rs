@@ -3,7 +3,8 @@
 //! `Idempotency-Key` as the contract tells a client to: restarts (fast, then
 //! immediate: a crash) and a stop of a few seconds; and every connection cut
 //! at once, again and again, with PostgreSQL still running (so some commits
-//! happen whose answer never reaches the service). Nothing acknowledged is
+//! happen whose answer never reaches the service); and PostgreSQL hanging
+//! (suspended) for 15 s with its connections open. Nothing acknowledged is
 //! lost, nothing is created twice, every answer is 201, 503 or 409, no
 //! request hangs, and the service recovers by itself.
 //!
@@ -519,6 +520,48 @@ async fn postgres_restarts_and_outage_under_load_lose_nothing() {
     load.phase("stopped 4 s, started");
 
     load.finish("PostgreSQL restarts and a stop under load", &cluster.url())
+        .await;
+    drop(cluster);
+}
+
+/// PostgreSQL hangs (every process suspended) for 15 s, with the service's
+/// connections open: its `statement_timeout` cannot fire, so the service
+/// must bound the wait itself. Requests answer 503 within the bound, and
+/// once the database runs again, commits that were under way are replayed
+/// to their retries, never repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hanging_under_load_answers_503_in_bounded_time() {
+    let Some(cluster) = PgCluster::start_new().await else {
+        return;
+    };
+    let mut load = Load::start(app_on(cluster.url()).await);
+    load.until_acknowledged(200).await;
+    load.phase("warm-up");
+
+    let frozen = Instant::now();
+    let processes = cluster.freeze();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    assert_eq!(
+        load.ready_status().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while the database hangs"
+    );
+    let took = started.elapsed();
+    assert!(took < REQUEST_BOUND, "/health/ready took {took:?}");
+    load.timing("suspended: /health/ready answered 503 in", took);
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(frozen.elapsed())).await;
+    cluster.thaw();
+    load.timing(
+        &format!("{processes} processes suspended for"),
+        frozen.elapsed(),
+    );
+    load.phase("suspended 15 s");
+    load.wait_ready("resumed: /health/ready 200 after").await;
+    load.until_acknowledged(100).await;
+    load.phase("resumed");
+
+    load.finish("PostgreSQL hanging under load", &cluster.url())
         .await;
     drop(cluster);
 }

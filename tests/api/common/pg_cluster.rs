@@ -216,6 +216,56 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Suspends every process of the server (`SIGSTOP`): the database
+    /// hangs with its connections open, as in a VM pause or an I/O stall;
+    /// its `statement_timeout` cannot fire. Returns how many processes.
+    pub fn freeze(&self) -> usize {
+        self.signal_all(libc::SIGSTOP)
+    }
+
+    /// Resumes the processes [`PgCluster::freeze`] suspended (`SIGCONT`).
+    pub fn thaw(&self) -> usize {
+        self.signal_all(libc::SIGCONT)
+    }
+
+    /// Sends `signal` to the postmaster of this cluster and its children
+    /// (found by parent pid in /proc): these processes only.
+    fn signal_all(&self, signal: i32) -> usize {
+        let Some(postmaster) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|f| f.lines().next()?.trim().parse::<i32>().ok())
+        else {
+            return 0; // not running
+        };
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in &pids {
+            // SAFETY: kill has no memory-safety preconditions; these pids are
+            // this cluster's processes.
+            unsafe { libc::kill(*pid, signal) };
+        }
+        pids.len()
+    }
+
     /// The server's log so far (for a failing assertion's message).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -257,6 +307,8 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        // A frozen server would not stop.
+        self.thaw();
         let program = self.bin.join("pg_ctl");
         let mut command = if self.as_postgres {
             let mut c = std::process::Command::new("runuser");
