@@ -161,35 +161,44 @@ impl UserTasks {
         let counted = counted.limit(limit).offset(query.offset);
 
         let db = self.db.clone();
+        // Each wait for the database is bounded (`Db::bounded`), not the
+        // whole stream: a client may read a long listing slowly.
         let mut rows = Box::pin(async_stream::try_stream! {
-            let unit = db.unit().await?;
+            let unit = db.bounded(db.unit()).await?;
             {
-                let mut rows = match &unit {
-                    DatabaseExecutor::Connection(conn) => {
-                        counted.into_model::<CountedRow>().stream(*conn).await?.boxed()
-                    }
-                    DatabaseExecutor::Transaction(txn) => {
-                        counted.into_model::<CountedRow>().stream(*txn).await?.boxed()
-                    }
-                    DatabaseExecutor::OwnedTransaction(txn) => {
-                        counted.into_model::<CountedRow>().stream(txn).await?.boxed()
-                    }
-                };
-                while let Some(row) = rows.next().await {
+                let mut rows = db.bounded(async {
+                    Ok::<_, DbErr>(match &unit {
+                        DatabaseExecutor::Connection(conn) => {
+                            counted.into_model::<CountedRow>().stream(*conn).await?.boxed()
+                        }
+                        DatabaseExecutor::Transaction(txn) => {
+                            counted.into_model::<CountedRow>().stream(*txn).await?.boxed()
+                        }
+                        DatabaseExecutor::OwnedTransaction(txn) => {
+                            counted.into_model::<CountedRow>().stream(txn).await?.boxed()
+                        }
+                    })
+                })
+                .await?;
+                while let Some(row) = db.bounded(async { Ok::<_, DbErr>(rows.next().await) }).await? {
                     yield row?;
                 }
             }
-            Db::finish(unit).await?;
+            db.bounded(Db::finish(unit)).await?;
         });
         // The first row carries the total; an empty page past the end does not.
         let first: Option<CountedRow> = rows.next().await.transpose()?;
         let total = match &first {
             Some(row) => u64::try_from(row.total_count).unwrap_or(0),
             None if query.offset.unwrap_or(0) > 0 => {
-                let unit = self.db.unit().await?;
-                let total = select.count(&unit).await?;
-                Db::finish(unit).await?;
-                total
+                self.db
+                    .bounded(async {
+                        let unit = self.db.unit().await?;
+                        let total = select.count(&unit).await?;
+                        Db::finish(unit).await?;
+                        Ok::<_, DbErr>(total)
+                    })
+                    .await?
             }
             None => 0,
         };
@@ -203,10 +212,14 @@ impl UserTasks {
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<task::Model>, StoreError> {
-        let unit = self.db.unit().await?;
-        let task = self.owned().filter(Column::Id.eq(id)).one(&unit).await?;
-        Db::finish(unit).await?;
-        Ok(task)
+        self.db
+            .bounded(async {
+                let unit = self.db.unit().await?;
+                let task = self.owned().filter(Column::Id.eq(id)).one(&unit).await?;
+                Db::finish(unit).await?;
+                Ok(task)
+            })
+            .await
     }
 
     /// Creates a task unless the user is at the task limit. With an
@@ -225,7 +238,11 @@ impl UserTasks {
             ),
             None => None,
         };
-        let result = self.create_in_transaction(new, keyed).await;
+        // Bounded (see `Db::bounded`): the claim on the key is held until then.
+        let result = self
+            .db
+            .bounded(self.create_in_transaction(new, keyed))
+            .await;
         self.observe_write(&result);
         result
     }
@@ -358,13 +375,15 @@ impl UserTasks {
         &self,
         statement: impl AsyncFnOnce(&sea_orm::DatabaseExecutor<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = async {
-            let unit = self.db.unit().await?;
-            let value = statement(&unit).await?;
-            Db::finish(unit).await?;
-            Ok(value)
-        }
-        .await;
+        let result = self
+            .db
+            .bounded(async {
+                let unit = self.db.unit().await?;
+                let value = statement(&unit).await?;
+                Db::finish(unit).await?;
+                Ok(value)
+            })
+            .await;
         self.observe_write(&result);
         result
     }

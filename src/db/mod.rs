@@ -12,13 +12,14 @@ mod migrate;
 mod pool;
 mod startup;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use errors::{Failure, classify, is_unavailable};
@@ -30,6 +31,11 @@ use crate::readiness::Readiness;
 
 /// How often a failing instance tries a write of its own.
 const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Added to the longest legitimate wait (a connection, then a statement) to
+/// make the deadline of [`Db::bounded`]: slack for the few fast statements
+/// of a unit on a loaded machine.
+const DEADLINE_SLACK: Duration = Duration::from_secs(2);
 
 /// The pool and what every unit of work needs to know about it.
 #[derive(Clone)]
@@ -44,6 +50,8 @@ struct Shared {
     set_local_timeout: String,
     readiness: Arc<Readiness>,
     probing: AtomicBool,
+    /// See [`Db::bounded`]; `None` on SQLite.
+    deadline: Option<Duration>,
 }
 
 impl Db {
@@ -54,6 +62,8 @@ impl Db {
         Ok(Db {
             conn,
             shared: Arc::new(Shared {
+                deadline: conn_is_postgres(settings)
+                    .then(|| pool::ACQUIRE_TIMEOUT + settings.statement_timeout + DEADLINE_SLACK),
                 pool_mode: if conn_is_postgres(settings) {
                     settings.pool_mode
                 } else {
@@ -124,6 +134,41 @@ impl Db {
         txn.execute_unprepared(&self.shared.set_local_timeout)
             .await?;
         Ok(txn)
+    }
+
+    /// Runs one request's database work (a unit, a transaction, or the wait
+    /// for the next row of a listing) under a deadline of the service's own,
+    /// answered as "unavailable" (503) when it passes.
+    ///
+    /// Why: `statement_timeout` is enforced by the server, and sqlx has no
+    /// read timeout. A PostgreSQL that hangs with its connections open (a
+    /// suspended VM or container, an I/O stall, a network that drops packets
+    /// without closing the connection) enforces nothing, and each request
+    /// holding a connection waited for as long as the hang, up to
+    /// `HTTP_REQUEST_TIMEOUT` (tests/api/faults.rs: 15 s under a 15 s hang).
+    /// The deadline is the longest legitimate wait: a connection
+    /// (`ACQUIRE_TIMEOUT`), one statement (`statement_timeout`, e.g. one
+    /// waiting for a lock) and some slack. A write cut short may still
+    /// commit when the database resumes, as when a connection drops during
+    /// COMMIT: the 503 tells the client to retry, and a retry with its
+    /// `Idempotency-Key` gets 409 while that transaction still holds the key,
+    /// then the stored response.
+    ///
+    /// SQLite runs in this process, waits for locks at most its busy
+    /// timeout, and is not bounded here.
+    pub(crate) async fn bounded<T, E: From<DbErr>>(
+        &self,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let Some(deadline) = self.shared.deadline else {
+            return work.await;
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(E::from(DbErr::Conn(RuntimeErr::Internal(format!(
+                "no answer from the database within {deadline:?}"
+            ))))),
+        }
     }
 
     /// Readiness and logs follow the outcome of every write.
@@ -197,9 +242,9 @@ impl Db {
             .map(|_| ())
     }
 
-    /// Does the database answer?
+    /// Does the database answer (in bounded time: see [`Db::bounded`])?
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.conn.ping().await
+        self.bounded(self.conn.ping()).await
     }
 
     /// Open and idle connections of the pool (metrics).

@@ -8,7 +8,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use crate::config::{DatabaseSettings, PoolMode};
 
 /// A request waiting for a connection to a dead database answers 503 this soon.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The serving pool: connects lazily, bounded statements.
 pub(super) async fn open(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod database_outage;
+mod faults;
 mod fuzz;
 mod http_surface;
 mod idempotency;

@@ -5,6 +5,7 @@
 pub mod jwks_server;
 pub mod keys;
 pub mod node;
+pub mod pg_cluster;
 pub mod tmpfs;
 
 use std::collections::HashMap;
@@ -106,6 +107,16 @@ impl TestDb {
         }
     }
 
+    /// A database the test made itself (e.g. on a private cluster): used as
+    /// it is, and nothing is dropped afterwards.
+    pub fn external(url: String) -> TestDb {
+        TestDb {
+            url,
+            pg_name: None,
+            _dir: None,
+        }
+    }
+
     /// A direct connection, for looking at what the server stored.
     pub async fn connect(&self) -> DatabaseConnection {
         Database::connect(&self.url)
@@ -177,6 +188,7 @@ pub struct TestAppBuilder {
     backend: Backend,
     env: HashMap<String, String>,
     database_url: Option<String>,
+    database: Option<TestDb>,
 }
 
 impl TestApp {
@@ -185,6 +197,7 @@ impl TestApp {
             backend,
             env: HashMap::new(),
             database_url: None,
+            database: None,
         }
     }
 
@@ -288,8 +301,17 @@ impl TestAppBuilder {
         self
     }
 
+    /// Use this database (e.g. [`TestDb::external`]) instead of creating one.
+    pub fn database(mut self, db: TestDb) -> Self {
+        self.database = Some(db);
+        self
+    }
+
     pub async fn start(self) -> Option<TestApp> {
-        let db = TestDb::create(self.backend).await?;
+        let db = match self.database {
+            Some(db) => db,
+            None => TestDb::create(self.backend).await?,
+        };
         let secret: [u8; 24] = rand::random();
         let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let mut env: HashMap<String, String> = HashMap::from([
