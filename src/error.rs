@@ -274,6 +274,9 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) => {
                 tracing::error!(error = %error_chain(cause.as_ref()), "internal error")
             }
+            ApiError::TooManyRequests { .. } | ApiError::TaskLimitReached { .. } => {
+                crate::metrics::refused(self.code())
+            }
             _ => {}
         }
         let status = self.status();

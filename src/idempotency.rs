@@ -267,7 +267,7 @@ pub async fn purge_expired(db: &Db) -> Result<u64, DbErr> {
         .filter(Column::CreatedAt.lte(expiry(Utc::now())))
         .exec(&unit)
         .await?;
-    Db::finish(unit).await?;
+    unit.commit().await?;
     Ok(result.rows_affected)
 }
 

@@ -15,13 +15,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::{Stream, StreamExt};
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseExecutor, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
-    Statement,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
 };
 
 use crate::auth::Identity;
-use crate::db::Db;
+use crate::db::{Db, Unit};
 use crate::idempotency::{self, InFlight, KeyedRequest, Prior, StoredResponse};
 use crate::models::input::{NewTask, TaskChanges};
 use crate::models::list::{CompletedFilter, ListQuery, SortField, SortOrder};
@@ -166,25 +165,14 @@ impl UserTasks {
         let mut rows = Box::pin(async_stream::try_stream! {
             let unit = db.bounded(db.unit()).await?;
             {
-                let mut rows = db.bounded(async {
-                    Ok::<_, DbErr>(match &unit {
-                        DatabaseExecutor::Connection(conn) => {
-                            counted.into_model::<CountedRow>().stream(*conn).await?.boxed()
-                        }
-                        DatabaseExecutor::Transaction(txn) => {
-                            counted.into_model::<CountedRow>().stream(*txn).await?.boxed()
-                        }
-                        DatabaseExecutor::OwnedTransaction(txn) => {
-                            counted.into_model::<CountedRow>().stream(txn).await?.boxed()
-                        }
-                    })
-                })
-                .await?;
+                let mut rows = db
+                    .bounded(counted.into_model::<CountedRow>().stream(&unit))
+                    .await?;
                 while let Some(row) = db.bounded(async { Ok::<_, DbErr>(rows.next().await) }).await? {
                     yield row?;
                 }
             }
-            db.bounded(Db::finish(unit)).await?;
+            db.bounded(unit.commit()).await?;
         });
         // The first row carries the total; an empty page past the end does not.
         let first: Option<CountedRow> = rows.next().await.transpose()?;
@@ -195,7 +183,7 @@ impl UserTasks {
                     .bounded(async {
                         let unit = self.db.unit().await?;
                         let total = select.count(&unit).await?;
-                        Db::finish(unit).await?;
+                        unit.commit().await?;
                         Ok::<_, DbErr>(total)
                     })
                     .await?
@@ -216,7 +204,7 @@ impl UserTasks {
             .bounded(async {
                 let unit = self.db.unit().await?;
                 let task = self.owned().filter(Column::Id.eq(id)).one(&unit).await?;
-                Db::finish(unit).await?;
+                unit.commit().await?;
                 Ok(task)
             })
             .await
@@ -252,23 +240,46 @@ impl UserTasks {
         new: NewTask,
         keyed: Option<&KeyedRequest>,
     ) -> Result<Created, StoreError> {
-        let now = now();
         let txn = self.db.begin_write().await?;
+        match self.create_steps(&txn, new, keyed).await {
+            Ok(created @ Created::New(_)) => {
+                txn.commit().await?;
+                Ok(created)
+            }
+            // A replay or a refusal wrote nothing: end the transaction now
+            // rather than when the connection is next used.
+            other => {
+                if let Err(e) = txn.rollback().await {
+                    tracing::debug!(error = %e, "rollback after a create that wrote nothing");
+                }
+                other
+            }
+        }
+    }
+
+    /// The statements of a create, in `txn`; the caller commits.
+    async fn create_steps(
+        &self,
+        txn: &Unit,
+        new: NewTask,
+        keyed: Option<&KeyedRequest>,
+    ) -> Result<Created, StoreError> {
+        let now = now();
         let postgres = self.db.backend() == DbBackend::Postgres;
         if let Some(keyed) = keyed {
             // Another instance running the same key holds this lock.
             if postgres
-                && !try_lock_xact(&txn, idempotency::lock_key(&self.owner, &keyed.key)).await?
+                && !try_lock_xact(txn, idempotency::lock_key(&self.owner, &keyed.key)).await?
             {
                 return Err(StoreError::IdempotencyInProgress);
             }
-            match idempotency::prior(&txn, &self.owner, keyed, now).await? {
+            match idempotency::prior(txn, &self.owner, keyed, now).await? {
                 Prior::None => {}
                 Prior::Replay(response) => {
                     // A 201 for a task that no longer exists would send the
                     // client to a 404; it is not created again either.
                     if let Some(id) = response.task_id
-                        && self.owned().filter(Column::Id.eq(id)).count(&txn).await? == 0
+                        && self.owned().filter(Column::Id.eq(id)).count(txn).await? == 0
                     {
                         return Err(StoreError::IdempotentTaskDeleted);
                     }
@@ -282,12 +293,12 @@ impl UserTasks {
         // already serialises writers).
         if postgres {
             lock_xact(
-                &txn,
+                txn,
                 idempotency::stable_hash(&[b"tasks", self.owner.as_bytes()]),
             )
             .await?;
         }
-        if self.owned().count(&txn).await? >= self.max_tasks {
+        if self.owned().count(txn).await? >= self.max_tasks {
             return Err(StoreError::TaskLimitReached {
                 limit: self.max_tasks,
             });
@@ -304,7 +315,7 @@ impl UserTasks {
         // Read to the end: `exec_with_returning` (one row) would not step a
         // SQLite statement to completion.
         let task = Tasks::insert(row)
-            .exec_with_returning_many(&txn)
+            .exec_with_returning_many(txn)
             .await?
             .pop()
             .ok_or(DbErr::RecordNotInserted)?;
@@ -316,9 +327,8 @@ impl UserTasks {
                 location: Some(location(task.id)),
                 task_id: Some(task.id),
             };
-            idempotency::remember(&txn, &self.owner, keyed, &response, now).await?;
+            idempotency::remember(txn, &self.owner, keyed, &response, now).await?;
         }
-        txn.commit().await?;
         Ok(Created::New(task))
     }
 
@@ -373,14 +383,14 @@ impl UserTasks {
     /// readiness follow the outcome.
     async fn write<T>(
         &self,
-        statement: impl AsyncFnOnce(&sea_orm::DatabaseExecutor<'_>) -> Result<T, StoreError>,
+        statement: impl AsyncFnOnce(&Unit) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let result = self
             .db
             .bounded(async {
                 let unit = self.db.unit().await?;
                 let value = statement(&unit).await?;
-                Db::finish(unit).await?;
+                unit.commit().await?;
                 Ok(value)
             })
             .await;

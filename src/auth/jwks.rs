@@ -92,7 +92,9 @@ impl JwksCache {
 
     async fn fetch_into_cache(&self, last_attempt: &mut Option<Instant>) {
         *last_attempt = Some(Instant::now());
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        crate::metrics::jwks_fetched(fetched.is_ok());
+        match fetched {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.len(), "fetched JWKS");
                 let set = Arc::new(KeySet {

@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::errors::is_sqlite_busy;
 use super::pool::options;
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, PoolMode};
 
 /// Arbitrary constant key of the PostgreSQL advisory lock that serialises
 /// migrations between instances starting at the same time.
@@ -31,6 +31,8 @@ async fn migrate_once(settings: &DatabaseSettings) -> Result<(), DbErr> {
         None,
     ))
     .await?;
+    // Behind a transaction-mode pooler, unless migrations have a direct URL.
+    let pooled = settings.pool_mode == PoolMode::Transaction && settings.migration_url.is_none();
     let result = match conn.get_database_backend() {
         DbBackend::Postgres => {
             // One transaction holds a transaction-level advisory lock and every
@@ -43,7 +45,17 @@ async fn migrate_once(settings: &DatabaseSettings) -> Result<(), DbErr> {
                     "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
                 ))
                 .await?;
+                // SeaORM's statements are named prepared statements, which
+                // outlive a transaction on a pooler's server connection: drop
+                // any an earlier client left there (their names would clash),
+                // and ours before handing it back.
+                if pooled {
+                    txn.execute_unprepared("DEALLOCATE ALL").await?;
+                }
                 Migrator::up(&txn, None).await?;
+                if pooled {
+                    txn.execute_unprepared("DEALLOCATE ALL").await?;
+                }
                 txn.commit().await
             }
             .await

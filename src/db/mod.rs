@@ -10,7 +10,9 @@
 mod errors;
 mod migrate;
 mod pool;
+mod pooled;
 mod startup;
+mod unit;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,13 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseExecutor, DatabaseTransaction, DbBackend, DbErr,
-    RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 
 pub use errors::{Failure, classify, is_unavailable};
 pub use migrate::migrate;
 pub use startup::{StartupError, reach_and_migrate, start};
+pub use unit::Unit;
+
+use pooled::PooledUnit;
 
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;
@@ -87,24 +92,13 @@ impl Db {
         &self.shared.readiness
     }
 
-    /// Where one request's statements run. With a transaction-mode pooler, a
-    /// transaction (session settings would leak to other clients, and
-    /// `statement_timeout` is only bounded by `SET LOCAL`); else the pool itself.
-    /// Give it back with [`Db::finish`].
-    pub(crate) async fn unit(&self) -> Result<DatabaseExecutor<'_>, DbErr> {
+    /// Where one request's statements run: the pool itself (autocommit), or
+    /// behind a transaction-mode pooler a transaction of its own (see
+    /// [`pooled`]). End it with [`Unit::commit`].
+    pub(crate) async fn unit(&self) -> Result<Unit, DbErr> {
         match self.shared.pool_mode {
-            PoolMode::Session => Ok(DatabaseExecutor::Connection(&self.conn)),
-            PoolMode::Transaction => Ok(DatabaseExecutor::OwnedTransaction(
-                self.begin_postgres().await?,
-            )),
-        }
-    }
-
-    /// Ends a unit from [`Db::unit`] (commits its transaction, if it has one).
-    pub(crate) async fn finish(unit: DatabaseExecutor<'_>) -> Result<(), DbErr> {
-        match unit {
-            DatabaseExecutor::OwnedTransaction(txn) => txn.commit().await,
-            _ => Ok(()),
+            PoolMode::Session => Ok(Unit::Pool(self.conn.clone())),
+            PoolMode::Transaction => self.begin_pooled().await,
         }
     }
 
@@ -112,28 +106,29 @@ impl Db {
     /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
     /// reads first and then writes fails at once under contention instead of
     /// waiting its turn.
-    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        match self.backend() {
-            DbBackend::Sqlite => {
+    pub(crate) async fn begin_write(&self) -> Result<Unit, DbErr> {
+        match (self.backend(), self.shared.pool_mode) {
+            (DbBackend::Sqlite, _) => Ok(Unit::Transaction(
                 self.conn
                     .begin_with_options(TransactionOptions {
                         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                         ..Default::default()
                     })
-                    .await
-            }
-            _ => match self.shared.pool_mode {
-                PoolMode::Session => self.conn.begin().await,
-                PoolMode::Transaction => self.begin_postgres().await,
-            },
+                    .await?,
+            )),
+            (_, PoolMode::Session) => Ok(Unit::Transaction(self.conn.begin().await?)),
+            (_, PoolMode::Transaction) => self.begin_pooled().await,
         }
     }
 
-    async fn begin_postgres(&self) -> Result<DatabaseTransaction, DbErr> {
-        let txn = self.conn.begin().await?;
-        txn.execute_unprepared(&self.shared.set_local_timeout)
-            .await?;
-        Ok(txn)
+    async fn begin_pooled(&self) -> Result<Unit, DbErr> {
+        Ok(Unit::Pooled(
+            PooledUnit::begin(
+                self.conn.get_postgres_connection_pool(),
+                &self.shared.set_local_timeout,
+            )
+            .await?,
+        ))
     }
 
     /// Runs one request's database work (a unit, a transaction, or the wait

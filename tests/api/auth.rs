@@ -411,7 +411,7 @@ async fn subjects_that_cannot_hurt_the_database(backend: Backend) {
     assert_eq!(app.db.snapshot().await.len(), 1);
 }
 
-on_both_backends!(
+on_each_database!(
     subjects_that_cannot_hurt_the_database,
     rejects_missing_or_malformed_credentials,
     rejects_bad_signatures_and_algorithms,

@@ -73,7 +73,7 @@ async fn concurrent_creates_all_persist(backend: Backend) {
     assert_eq!(app.db.snapshot().await.len(), 100);
 }
 
-on_both_backends!(
+on_each_database!(
     concurrent_toggles_keep_parity,
     concurrent_creates_all_persist
 );

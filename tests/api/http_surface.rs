@@ -361,7 +361,7 @@ fn committed_openapi_matches_the_code() {
     );
 }
 
-on_both_backends!(
+on_each_database!(
     unknown_routes_and_methods_are_json,
     cors_for_the_frontend_only,
     public_routes

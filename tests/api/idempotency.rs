@@ -278,7 +278,7 @@ async fn old_keys_are_forgotten_and_purged(backend: Backend) {
     let _ = db.close().await;
 }
 
-on_both_backends!(
+on_each_database!(
     repeats_replay_the_first_response,
     bad_keys_are_422,
     concurrent_repeats_create_one_task,

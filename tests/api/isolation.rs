@@ -134,7 +134,7 @@ async fn same_title_different_users(backend: Backend) {
     assert_eq!(list, json!([a]));
 }
 
-on_both_backends!(
+on_each_database!(
     users_cannot_see_or_touch_each_other,
     same_title_different_users
 );

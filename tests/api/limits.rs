@@ -221,7 +221,7 @@ async fn rate_limit_refuses_beyond_bursts(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
 }
 
-on_both_backends!(
+on_each_database!(
     task_limit_is_exact,
     a_burst_from_one_browser_is_served,
     a_flood_beyond_the_queue_gets_429,

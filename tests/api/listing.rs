@@ -266,7 +266,7 @@ async fn bad_parameters_are_422(backend: Backend) {
     assert_eq!(fields, ["limit", "sort", "status"]);
 }
 
-on_both_backends!(
+on_each_database!(
     default_order_is_newest_first,
     filters_and_search,
     sorting_and_paging,

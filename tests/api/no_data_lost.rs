@@ -260,4 +260,4 @@ async fn rejected_writes_change_nothing(backend: Backend) {
     }
 }
 
-on_both_backends!(rejected_writes_change_nothing);
+on_each_database!(rejected_writes_change_nothing);

@@ -457,7 +457,7 @@ async fn bad_ids_are_not_found(backend: Backend) {
     assert_eq!(list, json!([task]));
 }
 
-on_both_backends!(
+on_each_database!(
     crud_round_trip,
     create_accepts_every_field,
     create_rejects_bad_input,

@@ -6,6 +6,7 @@ pub mod jwks_server;
 pub mod keys;
 pub mod node;
 pub mod pg_cluster;
+pub mod pgbouncer;
 pub mod tmpfs;
 
 use std::collections::HashMap;
@@ -18,15 +19,22 @@ use tokio::sync::oneshot;
 
 pub const FRONTEND_ORIGIN: &str = "http://localhost:3000";
 
+/// The database setups every HTTP test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The embedded default: a SQLite file.
     Sqlite,
+    /// PostgreSQL, directly.
     Postgres,
+    /// PostgreSQL through a transaction-mode PgBouncer (`DB_POOL_MODE=transaction`),
+    /// migrations included, as behind Neon's `-pooler` hosts.
+    PgBouncer,
 }
 
-/// Runs each named `async fn name(backend: Backend)` of the file once per backend.
+/// Runs each named `async fn name(backend: Backend)` of the file once per
+/// database setup (SQLite, PostgreSQL, PostgreSQL through PgBouncer).
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_each_database {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,6 +43,10 @@ macro_rules! on_both_backends {
         mod postgres {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { super::$name($crate::common::Backend::Postgres).await } )*
+        }
+        mod pgbouncer {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::PgBouncer).await } )*
         }
     };
 }
@@ -50,9 +62,13 @@ pub fn in_ci() -> bool {
 
 /// A database used by one test only.
 pub struct TestDb {
+    /// Where the database is, directly (for looking at what was stored).
     pub url: String,
+    /// Where the app reaches it: `url`, or a PgBouncer in front of it.
+    pub app_url: String,
     pg_name: Option<String>,
     _dir: Option<tempfile::TempDir>,
+    _bouncer: Option<pgbouncer::PgBouncer>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -65,10 +81,27 @@ impl TestDb {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("todo.db").display());
                 Some(TestDb {
+                    app_url: url.clone(),
                     url,
                     pg_name: None,
                     _dir: Some(dir),
+                    _bouncer: None,
                 })
+            }
+            Backend::PgBouncer => {
+                let mut db = Box::pin(TestDb::create(Backend::Postgres)).await?;
+                let direct = url::Url::parse(&db.url).expect("a URL");
+                let bouncer = pgbouncer::PgBouncer::start(
+                    direct.host_str().unwrap_or("127.0.0.1"),
+                    direct.port().unwrap_or(5432),
+                    direct.username(),
+                )?;
+                let mut pooled = direct.clone();
+                pooled.set_host(Some("127.0.0.1")).expect("host");
+                pooled.set_port(Some(bouncer.port)).expect("port");
+                db.app_url = pooled.to_string();
+                db._bouncer = Some(bouncer);
+                Some(db)
             }
             Backend::Postgres => {
                 let admin_url = admin_database_url();
@@ -100,8 +133,10 @@ impl TestDb {
                 url.set_path(&name);
                 Some(TestDb {
                     url: url.to_string(),
+                    app_url: url.to_string(),
                     pg_name: Some(name),
                     _dir: None,
+                    _bouncer: None,
                 })
             }
         }
@@ -111,9 +146,11 @@ impl TestDb {
     /// it is, and nothing is dropped afterwards.
     pub fn external(url: String) -> TestDb {
         TestDb {
+            app_url: url.clone(),
             url,
             pg_name: None,
             _dir: None,
+            _bouncer: None,
         }
     }
 
@@ -226,7 +263,7 @@ impl TestApp {
     /// Another server on this one's database, with its secret.
     pub fn restart_builder(&self, backend: Backend) -> TestAppBuilder {
         TestApp::builder(backend)
-            .database_url(self.db.url.clone())
+            .database_url(self.db.app_url.clone())
             .env(
                 "BETTER_AUTH_SECRET",
                 std::str::from_utf8(&self.secret).expect("hex secret"),
@@ -315,10 +352,13 @@ impl TestAppBuilder {
         let secret: [u8; 24] = rand::random();
         let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         let mut env: HashMap<String, String> = HashMap::from([
-            ("DATABASE_URL".into(), db.url.clone()),
+            ("DATABASE_URL".into(), db.app_url.clone()),
             ("BETTER_AUTH_SECRET".into(), secret.clone()),
             ("CORS_ORIGINS".into(), FRONTEND_ORIGIN.into()),
         ]);
+        if self.backend == Backend::PgBouncer {
+            env.insert("DB_POOL_MODE".into(), "transaction".into());
+        }
         if let Some(url) = &self.database_url {
             env.insert("DATABASE_URL".into(), url.clone());
         }
