@@ -15,7 +15,7 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { cpuSeconds, clusterCpuSeconds, machineCpu, memoryKiB, resetPeakRss, cpuModel, CLK_TCK } from './lib/proc.mjs';
+import { cpuSeconds, cpuSplit, clusterCpuSeconds, childrenOf, machineCpu, memoryKiB, resetPeakRss, cpuModel, CLK_TCK } from './lib/proc.mjs';
 import { startPrivateCluster, useSharedServer, createDatabase, dropDatabase, psql } from './lib/pg.mjs';
 import { startPgTap, describeEvents, summarise } from './lib/pgtrace.mjs';
 import { mintHs256, mintEdDsa, ed25519Keys, startJwksServer } from './lib/tokens.mjs';
@@ -192,6 +192,18 @@ function build() {
   if (r.status !== 0) die('cargo build --release failed');
 }
 
+/**
+ * The binary runs from a copy in the temp dir under a name of its own: other
+ * work on a shared machine that stops `todo-api` processes by name (it
+ * happened: a run here was cut short by a SIGINT from outside) leaves it alone.
+ */
+function serverUnderTest(tmp) {
+  const copy = path.join(tmp, 'bench-sut');
+  if (!fs.existsSync(copy)) fs.copyFileSync(serverBinary(), copy);
+  fs.chmodSync(copy, 0o755);
+  return copy;
+}
+
 /** The server's environment: only what we set (no stray .env, no Neon URL from the shell). */
 function serverEnv(extra) {
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, USER: os.userInfo().username, LOGNAME: os.userInfo().username, LANG: process.env.LANG || 'C.UTF-8', HOST: '127.0.0.1' };
@@ -204,7 +216,7 @@ async function startServer({ name, databaseUrl, auth, tmp, wrapper = [], env = {
   const port = await freePort();
   const logFile = path.join(tmp, `server-${name}.log`);
   const fd = fs.openSync(logFile, 'w');
-  const bin = serverBinary();
+  const bin = serverUnderTest(tmp);
   const [cmd, args] = wrapper.length ? [wrapper[0], [...wrapper.slice(1), bin, 'serve']] : [bin, ['serve']];
   const child = spawn(cmd, args, {
     cwd: tmp, // dotenvy reads ./.env: keep the repo's (or a developer's) out of it
@@ -217,6 +229,9 @@ async function startServer({ name, databaseUrl, auth, tmp, wrapper = [], env = {
   const server = {
     name, port, pid: child.pid, logFile, child,
     base: `http://127.0.0.1:${port}`,
+    assertAlive(when) {
+      if (exited) throw new Error(`server ${name} exited ${when} (${JSON.stringify(exited)}); its log:\n${tail(logFile)}`);
+    },
     async stop() {
       if (exited) return;
       child.kill('SIGTERM');
@@ -333,6 +348,7 @@ function snapshot(ctx) {
   return {
     t: process.hrtime.bigint(),
     server: ctx.serverPid ? cpuSeconds(ctx.serverPid) : null,
+    serverSplit: ctx.serverPid ? cpuSplit(ctx.serverPid) : null,
     pg: ctx.pgPid ? clusterCpuSeconds(ctx.pgPid) : null,
     machine: machineCpu(),
   };
@@ -353,6 +369,9 @@ function delta(before, after, requests, loadGenCpu) {
     pg_cpu_s: round(pg, 2),
     load_generator_cpu_s: round(loadGenCpu, 2),
     server_cpu_us_per_req: round(per(server), 1),
+    // The server's CPU in user space and in the kernel (syscalls, loopback TCP, wake-ups).
+    server_user_us_per_req: before.serverSplit && after.serverSplit ? round(per(after.serverSplit.user - before.serverSplit.user), 1) : null,
+    server_system_us_per_req: before.serverSplit && after.serverSplit ? round(per(after.serverSplit.system - before.serverSplit.system), 1) : null,
     pg_cpu_us_per_req: round(per(pg), 1),
     load_generator_cpu_us_per_req: round(per(loadGenCpu), 1),
     machine_busy_pct: round((busy / total) * 100, 1),
@@ -414,6 +433,7 @@ async function runWrk({ server, mix, dataFile, duration, label }) {
     const before = snapshot(ctx);
     const r = await runMeasuredChild('wrk', args(duration), env);
     const after = snapshot(ctx);
+    server.assertAlive(`during ${label}`);
     if (r.code !== 0) throw new Error(`wrk for ${label} failed: ${r.stderr}`);
     const m = r.stdout.match(/BENCH_JSON (.*)/);
     if (!m) throw new Error(`wrk printed no BENCH_JSON line:\n${r.stdout}\n${r.stderr}`);
@@ -607,16 +627,16 @@ async function profileScenario({ server, dataFile, tmp, ctx }) {
   await new Promise((r) => (perf.exitCode !== null ? r() : perf.on('close', r)));
   const report = (args) => spawnSync('perf', ['report', '-i', perfData, '--stdio', '--no-children', ...args], { encoding: 'utf8', maxBuffer: 64 << 20 }).stdout;
   const byComm = report(['--sort', 'comm', '--percent-limit', '0.5']);
-  // perf names threads by their comm: the main thread's and the runtime workers'.
-  const comms = [...new Set(fs.readdirSync(`/proc/${server.pid}/task`).map((t) => {
-    try { return fs.readFileSync(`/proc/${server.pid}/task/${t}/comm`, 'utf8').trim(); } catch { return null; }
-  }).filter(Boolean))].join(',');
-  const serverDso = report(['--comms', comms, '--sort', 'dso', '--percent-limit', '0.5']);
-  const serverSym = report(['--comms', comms, '--sort', 'sym', '--percent-limit', '0.4']);
-  const pgDso = report(['--comms', 'postgres', '--sort', 'dso', '--percent-limit', '0.5']);
-  const pgSym = report(['--comms', 'postgres', '--sort', 'sym', '--percent-limit', '0.5']);
+  // By pid, not by command name: other programs on the machine have tokio-rt-worker
+  // threads and postgres processes too. Percentages are of the filtered samples.
+  const pgPids = [ctx.pgPid, ...childrenOf(ctx.pgPid)].join(',');
+  const rel = ['--percentage', 'relative'];
+  const serverDso = report(['--pid', String(server.pid), ...rel, '--sort', 'dso', '--percent-limit', '0.5']);
+  const serverSym = report(['--pid', String(server.pid), ...rel, '--sort', 'sym', '--percent-limit', '0.7']);
+  const pgDso = report(['--pid', pgPids, ...rel, '--sort', 'dso', '--percent-limit', '0.5']);
+  const pgSym = report(['--pid', pgPids, ...rel, '--sort', 'sym', '--percent-limit', '1']);
   const clean = (t) => t.split('\n').filter((l) => l && !l.startsWith('#')).join('\n');
-  const text = `# perf record -a -e cpu-clock, list-only mix, ${DURATION} s\n\n## by command\n${clean(byComm)}\n\n## server (${comms}) by DSO\n${clean(serverDso)}\n\n## server symbols\n${clean(serverSym)}\n\n## postgres by DSO\n${clean(pgDso)}\n\n## postgres symbols\n${clean(pgSym)}\n`;
+  const text = `# perf record -a -e cpu-clock, list-only mix, ${DURATION} s\n\n## by command\n${clean(byComm)}\n\n## server (pid ${server.pid}) by DSO\n${clean(serverDso)}\n\n## server symbols\n${clean(serverSym)}\n\n## postgres (this cluster's processes) by DSO\n${clean(pgDso)}\n\n## postgres symbols\n${clean(pgSym)}\n`;
   return { ...result, perf_report: text };
 }
 

@@ -27,6 +27,13 @@ export function cpuSeconds(pid, { children = false } = {}) {
   return ticks / CLK_TCK;
 }
 
+/** {user, system} seconds of one process (all its threads). */
+export function cpuSplit(pid) {
+  const f = statFields(pid);
+  if (!f) return null;
+  return { user: f(14) / CLK_TCK, system: f(15) / CLK_TCK };
+}
+
 function ppidOf(pid) {
   const f = statFields(pid);
   return f ? f(4) : null;
