@@ -134,6 +134,8 @@ function parseMix(spec) {
   return mix;
 }
 const mixSpec = (mix) => Object.entries(mix).map(([k, w]) => `${k}=${w}`).join(',');
+const STARTED = new Date();
+const STAMP = STARTED.toISOString().replace(/[:.]/g, '-');
 const log = (msg) => console.error(`[bench] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -657,20 +659,22 @@ async function callgrindScenario({ pg, db, auth, users, tmp }) {
   const kinds = {
     health: () => ['GET', '/health'],
     list: (i) => ['GET', `/api/tasks?limit=${LIMIT}`, undefined, users[i % users.length]],
+    list_eddsa: (i) => ['GET', `/api/tasks?limit=${LIMIT}`, undefined, users[i % users.length], 'eddsa'],
     get: (i) => { const u = users[i % users.length]; return ['GET', `/api/tasks/${u.ids[i % u.ids.length]}`, undefined, u]; },
     create: (i) => ['POST', '/api/tasks', { title: 'Bench task', description: 'Created by the todo-api benchmark' }, users[i % users.length]],
     toggle: (i) => { const u = users[i % users.length]; return ['PATCH', `/api/tasks/${u.ids[i % u.ids.length]}/complete`, undefined, u]; },
     update: (i) => { const u = users[i % users.length]; return ['PUT', `/api/tasks/${u.ids[i % u.ids.length]}`, { title: `Renamed task ${i}` }, u]; },
   };
   const result = { requests_per_kind: N, instructions_per_request: {} };
+  const annotations = [];
   let dumpNo = 0;
   for (const [kind, make] of Object.entries(kinds)) {
-    for (let i = 0; i < 20; i++) { const [m, p, b, u] = make(i); await api(server, (u ?? user).hs256, m, p, b); }
+    for (let i = 0; i < 20; i++) { const [m, p, b, u, t] = make(i); await api(server, (u ?? user)[t ?? 'hs256'], m, p, b); }
     await sleep(200);
     ctl('-z');
     for (let i = 0; i < N; i++) {
-      const [m, p, b, u] = make(i);
-      const r = await api(server, (u ?? user).hs256, m, p, b);
+      const [m, p, b, u, t] = make(i);
+      const r = await api(server, (u ?? user)[t ?? 'hs256'], m, p, b);
       if (r.status >= 300) throw new Error(`callgrind ${kind}: ${m} ${p} answered ${r.status}`);
     }
     await sleep(300);
@@ -680,9 +684,16 @@ async function callgrindScenario({ pg, db, auth, users, tmp }) {
     const text = fs.readFileSync(file, 'utf8');
     const m = text.match(/^(?:summary|totals): (\d+)/m);
     result.instructions_per_request[kind] = m ? Math.round(Number(m[1]) / N) : null;
+    // The functions that executed the most instructions themselves (not inclusive).
+    const annotate = spawnSync('callgrind_annotate', ['--inclusive=no', '--threshold=80', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    annotations.push(`## ${kind} (${N} requests; ${result.instructions_per_request[kind]} instructions/request)\n` +
+      (annotate.stdout || annotate.stderr).split('\n').filter((l) => /^\s*[\d,]+ \(/.test(l)).slice(0, 25).join('\n'));
     log(`callgrind ${kind}: ${result.instructions_per_request[kind]} instructions/request`);
   }
   await server.stop();
+  fs.mkdirSync(opt.out, { recursive: true });
+  result.annotate_file = path.join(opt.out, `callgrind-${STAMP}.txt`);
+  fs.writeFileSync(result.annotate_file, `# callgrind_annotate --inclusive=no, server instructions by function\n\n${annotations.join('\n\n')}\n`);
   return result;
 }
 
@@ -727,7 +738,7 @@ async function main() {
   if (load > 0.7) log(`warning: load average ${load.toFixed(2)} before the run: other work shares the CPUs, figures will be noisy (see "others CPU")`);
 
   const git = (...a) => { try { return execFileSync('git', ['-C', REPO, ...a], { encoding: 'utf8' }).trim(); } catch { return null; } };
-  const started = new Date();
+  const started = STARTED;
   const results = {
     started_at: started.toISOString(),
     git: { commit: git('rev-parse', 'HEAD'), branch: git('rev-parse', '--abbrev-ref', 'HEAD'), server_sources_dirty: !!git('status', '--porcelain', '--', 'src', 'migration', 'Cargo.toml', 'Cargo.lock') },
