@@ -310,7 +310,7 @@ impl UserTasks {
         }
         let row = task::ActiveModel {
             user_id: Set(self.owner.to_string()),
-            title: Set(new.title),
+            title: Set(new.title.into_string()),
             description: Set(new.description),
             completed: Set(new.completed),
             created_at: Set(now),
@@ -345,7 +345,7 @@ impl UserTasks {
     ) -> Result<Option<task::Model>, StoreError> {
         let mut update = Tasks::update_many().col_expr(Column::UpdatedAt, Expr::value(now()));
         if let Some(title) = changes.title {
-            update = update.col_expr(Column::Title, Expr::value(title));
+            update = update.col_expr(Column::Title, Expr::value(title.into_string()));
         }
         if let Some(description) = changes.description {
             update = update.col_expr(Column::Description, Expr::value(description));

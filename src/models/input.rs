@@ -5,7 +5,6 @@
 //! and "absent" can be told apart from `null` (PUT keeps absent fields, clears
 //! a null `description`).
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -13,51 +12,75 @@ use crate::error::{ApiError, FieldError};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 
-// The schema of a title, shared by the bodies that carry one. Its `pattern`
-// states the rule of `title()` below exactly. The white space set is spelled
-// out (it is `is_strippable`) because `\s` means different things to JSON
-// Schema (ECMA-262), Python and Rust.
+// Its schema `pattern` states the rule of `TaskTitle::parse` exactly. The
+// white space set is spelled out (it is `is_strippable`) because `\s` means
+// different things to JSON Schema (ECMA-262), Python and Rust.
 /// A task title: 1 to 200 characters after trimming leading and trailing
 /// white space (it is stored trimmed); no NUL character.
-#[derive(ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String)]
 #[schema(
     example = "Buy milk",
     pattern = r"^[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000](?:[^\u0000]{0,198}[^\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000])?[\t-\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
 )]
-pub struct TaskTitle(pub String); // only a schema: bodies are read by `title()`
+pub struct TaskTitle(String);
+
+impl TaskTitle {
+    /// The only way to make one: trimmed, 1 to 200 characters, no NUL.
+    pub fn parse(raw: &str) -> Result<TaskTitle, String> {
+        if raw.contains('\0') {
+            return Err("must not contain the NUL character".into());
+        }
+        let t = raw.trim_matches(is_strippable);
+        match t.chars().count() {
+            0 => Err("must not be empty".into()),
+            n if n > TITLE_MAX_CHARS => {
+                Err(format!("must be at most {TITLE_MAX_CHARS} characters"))
+            }
+            _ => Ok(TaskTitle(t.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
 
 pub const DESCRIPTION_MAX_CHARS: usize = 1000;
 
 /// Body of `POST /api/tasks`. Unknown fields are ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, ToSchema)]
 pub struct NewTask {
     /// 1 to 200 characters after trimming white space; stored trimmed.
-    #[schema(value_type = TaskTitle)]
-    pub title: String,
+    pub title: TaskTitle,
     /// At most 1000 characters, or null.
     #[schema(
+        required = false,
         example = "2 litres, semi-skimmed",
         max_length = 1000,
         nullable,
         pattern = r"^[^\u0000]*$"
     )]
-    #[serde(default)]
     pub description: Option<String>,
     /// Defaults to false.
     // Stated in words, not as a schema `default`: with one, openapi-typescript
     // types the field as required, and `{ title }` alone no longer compiles.
-    #[serde(default)]
+    #[schema(required = false)]
     pub completed: bool,
 }
 
 /// Body of `PUT /api/tasks/{id}`: any of the three fields, at least one.
 /// Absent fields keep their value; `"description": null` clears it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, ToSchema)]
 #[schema(min_properties = 1)]
 pub struct TaskChanges {
     /// May be absent; never null.
-    #[schema(value_type = Option<TaskTitle>, nullable = false)]
-    pub title: Option<String>,
+    #[schema(nullable = false)]
+    pub title: Option<TaskTitle>,
     /// `null` clears it.
     #[schema(value_type = Option<String>, max_length = 1000, nullable, pattern = r"^[^\u0000]*$")]
     pub description: Option<Option<String>>,
@@ -67,7 +90,7 @@ pub struct TaskChanges {
 }
 
 /// Body of `PATCH /api/tasks/{id}/complete`. No body, or `{}`, toggles.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, ToSchema)]
 pub struct CompleteRequest {
     /// The state to set; omit the field (or the body) to toggle. Never null.
     #[schema(nullable = false)]
@@ -122,11 +145,15 @@ impl NewTask {
         }
         let description = f.read("description", description).flatten();
         let completed = f.read("completed", completed).unwrap_or(false);
-        f.finish(|| NewTask {
-            title: title.unwrap_or_default(),
-            description,
-            completed,
-        })
+        match title {
+            Some(title) => f.finish(|| NewTask {
+                title,
+                description,
+                completed,
+            }),
+            // Missing or invalid: an error says which.
+            None => Err(ApiError::Validation(f.errors)),
+        }
     }
 }
 
@@ -174,13 +201,8 @@ fn is_strippable(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-fn title(value: &Value) -> Result<String, String> {
-    let t = string(value, "a string")?.trim_matches(is_strippable);
-    match t.chars().count() {
-        0 => Err("must not be empty".into()),
-        n if n > TITLE_MAX_CHARS => Err(format!("must be at most {TITLE_MAX_CHARS} characters")),
-        _ => Ok(t.to_owned()),
-    }
+fn title(value: &Value) -> Result<TaskTitle, String> {
+    TaskTitle::parse(value.as_str().ok_or("must be a string")?)
 }
 
 fn description(value: &Value) -> Result<Option<String>, String> {
@@ -227,7 +249,7 @@ mod tests {
         assert_eq!(
             t,
             NewTask {
-                title: "Buy milk".into(),
+                title: TaskTitle::parse("Buy milk").unwrap(),
                 description: None,
                 completed: false
             }

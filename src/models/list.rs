@@ -108,24 +108,25 @@ impl ListQuery {
             }
             let bad = |msg: &str| FieldError::new(name.as_ref(), msg);
             let result: Result<(), FieldError> = match &*name {
-                "status" => one_of(&value, &[("all", Status::All), ("pending", Status::Pending), ("completed", Status::Completed)])
+                "status" => named(&value)
                     .map(|v| query.status = Some(v))
                     .ok_or_else(|| bad("must be one of: all, pending, completed")),
-                "completed" => one_of(&value, &[("true", true), ("false", false)])
-                    .map(|v| query.completed = Some(v))
+                "completed" => match &*value {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                }
+                .map(|v| query.completed = Some(v))
                     .ok_or_else(|| bad("must be true or false")),
                 "q" if value.chars().count() > Q_MAX_CHARS => Err(bad("must be at most 1000 characters")),
                 "q" => {
                     query.q = Some(value.to_string()).filter(|q| !q.is_empty());
                     Ok(())
                 }
-                "sort" => one_of(
-                    &value,
-                    &[("created_at", SortField::CreatedAt), ("updated_at", SortField::UpdatedAt), ("title", SortField::Title), ("id", SortField::Id)],
-                )
-                .map(|v| query.sort = Some(v))
-                .ok_or_else(|| bad("must be one of: created_at, updated_at, title, id")),
-                "order" => one_of(&value, &[("asc", SortOrder::Asc), ("desc", SortOrder::Desc)])
+                "sort" => named(&value)
+                    .map(|v| query.sort = Some(v))
+                    .ok_or_else(|| bad("must be one of: created_at, updated_at, title, id")),
+                "order" => named(&value)
                     .map(|v| query.order = Some(v))
                     .ok_or_else(|| bad("must be asc or desc")),
                 "limit" => whole_number(&value)
@@ -155,11 +156,12 @@ pub enum CompletedFilter {
     Nothing,
 }
 
-fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Option<T> {
-    choices
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
+/// One of an enum's values by its exact serde name (`created_at`, `asc`, ...).
+fn named<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    let value: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        value.into_deserializer();
+    T::deserialize(value).ok()
 }
 
 /// Plain ASCII digits only (no sign, no spaces), within SQL's signed 64-bit range.
