@@ -33,28 +33,24 @@ use crate::models::output::{DeletedOut, HealthOut, TaskOut};
 #[openapi(
     info(title = "Todo API", description = "Multi-user Todo REST API for a Next.js + Better Auth frontend."),
     servers((url = "/", description = "The server that serves this document")),
-    paths(
-        super::tasks::list_tasks,
-        super::tasks::create_task,
-        super::tasks::get_task,
-        super::tasks::update_task,
-        super::tasks::delete_task,
-        super::tasks::complete_task,
-        super::health::health,
-        super::health::ready,
-    ),
     components(schemas(TaskOut, DeletedOut, HealthOut, NewTask, TaskChanges, TaskTitle, CompleteRequest, ErrorBody, ErrorCode, FieldError)),
-    modifiers(&SecurityAndErrors),
     tags((name = "tasks", description = "The caller's tasks"), (name = "health", description = "Probes"))
 )]
 pub struct ApiDoc;
 
+/// The document of the registered routes, with what one rule adds to every
+/// operation (security, error responses).
+pub fn complete(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    SecurityAndErrors.modify(&mut document);
+    document
+}
+
 /// `/openapi.json`, and Swagger UI (files shipped inside the binary) at
 /// `/docs`. Routed by hand rather than with `SwaggerUi`, whose `/docs`
 /// answers with a redirect: here `GET /docs` is the page itself.
-pub fn routes() -> Router {
+pub fn routes(document: utoipa::openapi::OpenApi) -> Router {
     // Serialised once: the document never changes while the process runs.
-    let spec = Bytes::from(ApiDoc::openapi().to_json().unwrap_or_default());
+    let spec = Bytes::from(document.to_json().unwrap_or_default());
     let config = Arc::new(Config::from("/openapi.json"));
     Router::new()
         .route(
@@ -358,9 +354,7 @@ fn error_headers(status: u16) -> Vec<(&'static str, Header)> {
 mod tests {
     use axum::response::IntoResponse;
     use serde_json::{Map, Value, json};
-    use utoipa::OpenApi;
 
-    use super::ApiDoc;
     use crate::auth::TokenRejection;
     use crate::error::{ApiError, AuthFailure, IdempotencyConflict, Refusal};
     use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
@@ -420,7 +414,7 @@ mod tests {
     }
 
     fn document() -> Value {
-        serde_json::to_value(ApiDoc::openapi()).unwrap()
+        serde_json::to_value(super::super::openapi()).unwrap()
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The HTTP routes and the router that tests and `main` share.
+//! The HTTP routes and the router that tests and `main` share. Each route is
+//! registered together with its OpenAPI entry, so the document cannot list a
+//! route that does not exist or miss one that does.
 
 mod body;
 mod docs;
@@ -6,16 +8,27 @@ mod health;
 mod tasks;
 
 use axum::Router;
-
-pub use docs::ApiDoc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-/// Every route, without the cross-cutting layers (see [`crate::http`]).
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every API route with its OpenAPI entry.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(tasks::routes())
         .merge(health::routes())
+}
+
+/// The OpenAPI document of every route (served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    docs::complete(api().split_for_parts().1)
+}
+
+/// Every route, without the cross-cutting layers (see [`crate::http`]).
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = api().split_for_parts();
+    routes
         .with_state(state)
-        .merge(docs::routes())
+        .merge(docs::routes(docs::complete(document)))
 }

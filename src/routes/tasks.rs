@@ -6,8 +6,10 @@ use axum::extract::{FromRequestParts, RawQuery};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
-use axum::{Json, Router};
+use axum::Json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use futures_util::{Stream, StreamExt};
 use sea_orm::DbErr;
 
@@ -21,19 +23,24 @@ use crate::models::task;
 use crate::state::AppState;
 use crate::store::{Created, UserTasks, location};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tasks", get(list_tasks).post(create_task))
-        .route(
-            "/api/tasks/{id}",
-            get(get_task).put(update_task).delete(delete_task),
-        )
-        .route("/api/tasks/{id}/complete", patch(complete_task))
+/// The six task routes, each with its OpenAPI entry (from `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task, update_task, delete_task))
+        .routes(routes!(complete_task))
 }
 
-/// The `{id}` path segment. Anything but a positive 64-bit integer names no
-/// task, so it is a 404 like any other missing task.
-pub struct TaskId(i64);
+/// The `{id}` path segment, declared once for every route that has one.
+/// Anything but a positive 64-bit integer names no task, so it is a 404 like
+/// any other missing task.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskId {
+    /// Task id
+    #[param(minimum = 1)]
+    id: i64,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     type Rejection = ApiError;
@@ -45,7 +52,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
                 .map_err(|_| ApiError::TaskNotFound)?;
         let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
         match raw.parse::<i64>() {
-            Ok(id) if digits_only && id > 0 => Ok(TaskId(id)),
+            Ok(id) if digits_only && id > 0 => Ok(TaskId { id }),
             _ => Err(ApiError::TaskNotFound),
         }
     }
@@ -184,10 +191,10 @@ pub async fn create_task(
     get,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, minimum = 1, description = "Task id")),
+    params(TaskId),
     responses((status = 200, description = "The task", body = TaskOut))
 )]
-pub async fn get_task(tasks: UserTasks, TaskId(id): TaskId) -> Result<Json<TaskOut>, ApiError> {
+pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<Json<TaskOut>, ApiError> {
     let task = tasks.get(id).await?.ok_or(ApiError::TaskNotFound)?;
     Ok(Json(task.into()))
 }
@@ -197,13 +204,13 @@ pub async fn get_task(tasks: UserTasks, TaskId(id): TaskId) -> Result<Json<TaskO
     put,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, minimum = 1, description = "Task id")),
+    params(TaskId),
     request_body = TaskChanges,
     responses((status = 200, description = "The updated task", body = TaskOut))
 )]
 pub async fn update_task(
     tasks: UserTasks,
-    TaskId(id): TaskId,
+    TaskId { id }: TaskId,
     body: JsonObject,
 ) -> Result<Json<TaskOut>, ApiError> {
     let changes = TaskChanges::from_json(&body.required()?)?;
@@ -219,12 +226,12 @@ pub async fn update_task(
     delete,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(("id" = i64, Path, minimum = 1, description = "Task id")),
+    params(TaskId),
     responses((status = 200, description = "Deleted", body = DeletedOut))
 )]
 pub async fn delete_task(
     tasks: UserTasks,
-    TaskId(id): TaskId,
+    TaskId { id }: TaskId,
 ) -> Result<Json<DeletedOut>, ApiError> {
     match tasks.delete(id).await? {
         true => Ok(Json(DeletedOut { id, deleted: true })),
@@ -237,13 +244,13 @@ pub async fn delete_task(
     patch,
     path = "/api/tasks/{id}/complete",
     tag = "tasks",
-    params(("id" = i64, Path, minimum = 1, description = "Task id")),
+    params(TaskId),
     request_body(content = Option<CompleteRequest>, description = "Optional: no body (or `{}`) toggles"),
     responses((status = 200, description = "The updated task", body = TaskOut))
 )]
 pub async fn complete_task(
     tasks: UserTasks,
-    TaskId(id): TaskId,
+    TaskId { id }: TaskId,
     body: JsonObject,
 ) -> Result<Json<TaskOut>, ApiError> {
     let request = CompleteRequest::from_json(body.0.as_ref())?;

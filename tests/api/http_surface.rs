@@ -337,9 +337,8 @@ async fn public_routes(backend: Backend) {
 /// The OpenAPI document committed under specs/ is the one the code generates.
 #[test]
 fn committed_openapi_matches_the_code() {
-    use utoipa::OpenApi;
     let generated: Value = serde_json::from_str(
-        &todo_api::routes::ApiDoc::openapi()
+        &todo_api::routes::openapi()
             .to_pretty_json()
             .unwrap(),
     )

@@ -231,11 +231,10 @@ async fn typescript_clients_generated_from_the_document_compile_and_work() {
 /// listed here, with the reason they stay.
 #[test]
 fn openapi_document_passes_redocly_lint() {
-    use utoipa::OpenApi;
     if !npm_ready() {
         return;
     }
-    let document = todo_api::routes::ApiDoc::openapi()
+    let document = todo_api::routes::openapi()
         .to_pretty_json()
         .unwrap();
     let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
