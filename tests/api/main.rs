@@ -2,6 +2,10 @@
 //! port, a real database (SQLite and PostgreSQL), real tokens, called as the
 //! frontend would. `common` is the harness; each module is one concern.
 
+// Test code: a failed unwrap is a failed test, and `unsafe` is only for
+// libc calls on processes the tests own (rlimits, signals, the user id).
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+
 #[macro_use]
 mod common;
 
