@@ -10,6 +10,7 @@ mod better_auth;
 mod browser;
 mod cli;
 mod concurrency;
+mod connections;
 mod database_outage;
 mod http_surface;
 mod isolation;
