@@ -19,5 +19,6 @@ mod listing;
 mod no_data_lost;
 mod postgres_tls;
 mod schemathesis;
+mod shutdown;
 mod tasks;
 mod typescript_client;

@@ -201,6 +201,26 @@ impl Server {
         self.wait_for_log("shutdown signal received");
     }
 
+    /// Waits up to `limit` for the process to exit; its status, or `None`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited {
+                return Some(status);
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exited = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Polling the exit status: a 5 ms resolution is enough for
+            // bounds of a second or more.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGTERM, then the exit status and the rest of stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         if self.exited.is_none() {
@@ -215,6 +235,14 @@ impl Server {
             }
         };
         (status, self.rest_of_log().join("\n"))
+    }
+
+    /// SIGKILL, and reaps the process.
+    pub fn kill(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
     }
 
     /// Every log line not read yet, up to the end of stderr (the process
