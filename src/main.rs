@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use todo_api::config::{LogFormat, SETTINGS};
 use todo_api::{Settings, StartupError, auth, config};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 #[derive(Parser)]
 #[command(
@@ -215,12 +215,10 @@ fn warn_about_weak_secret(settings: &Settings) {
 async fn serve(settings: Settings) -> Result<(), StartupError> {
     todo_api::http::server::raise_open_file_limit();
     let app = todo_api::build(&settings).await?;
-    let listener = TcpListener::bind(settings.server.listen)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: settings.server.listen,
-            source,
-        })?;
+    let listener = listen(settings.server.listen).map_err(|source| StartupError::Bind {
+        addr: settings.server.listen,
+        source,
+    })?;
     let addr = listener.local_addr().unwrap_or(settings.server.listen);
     tracing::info!(%addr, database = %config::redact_url(&settings.database.url), "listening");
 
@@ -261,6 +259,27 @@ async fn serve(settings: Settings) -> Result<(), StartupError> {
             Ok(())
         }
     }
+}
+
+/// Connections the kernel has completed and the server not yet accepted.
+/// `TcpListener::bind` uses 128 (the standard library's value); beyond it the
+/// kernel drops new handshakes, and those clients wait seconds to retry. That
+/// is what happens while the server is out of file descriptors (it cannot
+/// accept until some close) or busy with a burst, so the queue is larger.
+/// The kernel caps it at `net.core.somaxconn` (4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listening socket as `TcpListener::bind` does, with [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind`: a restarted server can bind its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use crate::error::BODY_LIMIT;
+use crate::error::{ApiError, BODY_LIMIT};
 
 /// The error a body read meets after its deadline; the JSON extractor turns it into 408.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,7 @@ pub async fn guard(State(timeout): State<Duration>, request: Request, next: Next
             inner: body,
             deadline: Box::pin(sleep_until(deadline)),
             read: 0,
+            waiting_on_client: false,
         }),
         unread: Arc::clone(&unread),
     };
@@ -55,9 +56,23 @@ pub async fn guard(State(timeout): State<Duration>, request: Request, next: Next
         .run(Request::from_parts(parts, Body::new(tracked)))
         .await;
     let rest = unread.lock().ok().and_then(|mut slot| slot.take());
-    if let Some(rest) = rest
-        && !drain(rest, declared).await
-    {
+    let Some(rest) = rest else {
+        return response;
+    };
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE && rest.waiting_on_client {
+        // The request timeout (`HTTP_REQUEST_TIMEOUT`, a 503) gave up on the
+        // handler while it was waiting for the client to send the body: the
+        // upload was too slow, which is the client's doing and a 408, exactly
+        // as when the body deadline fires first. With the defaults both are
+        // 30 s and land on the same timer tick, where tower-http's timeout
+        // (polled before the handler) wins: without this, a slow body got 503.
+        let mut timed_out = ApiError::RequestTimeout.into_response();
+        timed_out
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return timed_out;
+    }
+    if !drain(rest, declared).await {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -98,6 +113,8 @@ struct Deadline {
     deadline: Pin<Box<Sleep>>,
     /// Bytes read so far.
     read: usize,
+    /// The last read found no data yet: the reader is waiting for the client.
+    waiting_on_client: bool,
 }
 
 impl http_body::Body for Deadline {
@@ -108,7 +125,9 @@ impl http_body::Body for Deadline {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.waiting_on_client = polled.is_pending();
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.read += data.len();

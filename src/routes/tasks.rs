@@ -1,17 +1,17 @@
 //! `/api/tasks`: the six task endpoints. Each handler takes [`UserTasks`]
 //! first, so the caller is authenticated before anything else is read.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, RawQuery};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use futures_util::{Stream, StreamExt};
+use sea_orm::DbErr;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use futures_util::{Stream, StreamExt};
-use sea_orm::DbErr;
 
 use super::body::JsonObject;
 use crate::error::{ApiError, FieldError};

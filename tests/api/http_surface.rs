@@ -337,12 +337,8 @@ async fn public_routes(backend: Backend) {
 /// The OpenAPI document committed under specs/ is the one the code generates.
 #[test]
 fn committed_openapi_matches_the_code() {
-    let generated: Value = serde_json::from_str(
-        &todo_api::routes::openapi()
-            .to_pretty_json()
-            .unwrap(),
-    )
-    .unwrap();
+    let generated: Value =
+        serde_json::from_str(&todo_api::routes::openapi().to_pretty_json().unwrap()).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/api/openapi.json");
     if std::env::var("UPDATE_OPENAPI").is_ok() {
         std::fs::write(

@@ -234,9 +234,7 @@ fn openapi_document_passes_redocly_lint() {
     if !npm_ready() {
         return;
     }
-    let document = todo_api::routes::openapi()
-        .to_pretty_json()
-        .unwrap();
+    let document = todo_api::routes::openapi().to_pretty_json().unwrap();
     let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
     std::fs::write(file.path(), document).unwrap();
     let output = run(

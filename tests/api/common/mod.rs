@@ -7,6 +7,8 @@ pub mod keys;
 pub mod node;
 pub mod pg_cluster;
 pub mod pgbouncer;
+pub mod process;
+pub mod raw;
 pub mod tmpfs;
 
 use std::collections::HashMap;
@@ -211,6 +213,31 @@ impl Drop for TestDb {
     }
 }
 
+/// Seeds `count` tasks of `user` directly in the database, each with a
+/// 1000-character description: a listing of over `count` KB.
+pub async fn seed_large_tasks(db: &TestDb, user: &str, count: usize) {
+    use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
+    use todo_api::models::task;
+    let db = db.connect().await;
+    let txn = db.begin().await.unwrap();
+    let now = chrono::Utc::now();
+    let description = "d".repeat(1000);
+    for start in (0..count).step_by(500) {
+        let rows = (start..count.min(start + 500)).map(|i| task::ActiveModel {
+            user_id: Set(user.to_owned()),
+            title: Set(format!("task {i}")),
+            description: Set(Some(description.clone())),
+            completed: Set(false),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        });
+        task::Entity::insert_many(rows).exec(&txn).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let _ = db.close().await;
+}
+
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub base: String,
@@ -390,6 +417,35 @@ impl TestAppBuilder {
             shutdown: Some(tx),
             server: Some(server),
         })
+    }
+}
+
+/// A server on a runtime of its own, for tests that talk to it with blocking
+/// sockets from the test thread (the server keeps running on the runtime's
+/// workers meanwhile).
+pub struct BlockingApp {
+    pub app: TestApp,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl BlockingApp {
+    pub fn start(builder: TestAppBuilder) -> Option<BlockingApp> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let app = runtime.block_on(builder.start())?;
+        Some(BlockingApp { app, runtime })
+    }
+
+    /// `127.0.0.1:port`, for raw sockets.
+    pub fn addr(&self) -> String {
+        self.app.base.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 }
 
