@@ -108,6 +108,10 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'sta
                 serde_json::to_writer(&mut chunk, &TaskOut::from(task))?;
             }
             yield Bytes::from(chunk);
+            // Rows already buffered never make the stream wait, so without
+            // this one long listing would keep its worker thread (and every
+            // other user's request queued on it) busy until it ends.
+            tokio::task::yield_now().await;
         }
         yield Bytes::from_static(if opened { b"]" } else { b"[]" });
     };

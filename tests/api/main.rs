@@ -18,6 +18,7 @@ mod connections;
 mod database_outage;
 mod faults;
 mod fuzz;
+mod heavy_user;
 mod http_surface;
 mod idempotency;
 mod isolation;
