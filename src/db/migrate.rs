@@ -29,6 +29,7 @@ async fn migrate_once(settings: &DatabaseSettings) -> Result<(), DbErr> {
         settings.pool_mode,
         1,
         None,
+        None,
     ))
     .await?;
     // Behind a transaction-mode pooler, unless migrations have a direct URL.

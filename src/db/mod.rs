@@ -63,7 +63,7 @@ impl Db {
     /// A pool that connects on first use: the server listens before the
     /// database answers (see [`start`]).
     pub async fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbErr> {
-        let conn = pool::open(settings).await?;
+        let conn = pool::open(settings, Arc::clone(&readiness)).await?;
         Ok(Db {
             conn,
             shared: Arc::new(Shared {

@@ -2,21 +2,28 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sea_orm::sqlx;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 use crate::config::{DatabaseSettings, PoolMode};
+use crate::readiness::Readiness;
 
 /// A request waiting for a connection to a dead database answers 503 this soon.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The serving pool: connects lazily, bounded statements.
-pub(super) async fn open(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbErr> {
+pub(super) async fn open(
+    settings: &DatabaseSettings,
+    readiness: Arc<Readiness>,
+) -> Result<DatabaseConnection, DbErr> {
     let mut opts = options(
         &settings.url,
         settings.pool_mode,
         settings.max_connections,
         Some(settings.statement_timeout),
+        Some(readiness),
     );
     opts.connect_lazy(true);
     // SeaORM asks SQLite for its version even on a lazy pool: a file another
@@ -32,6 +39,7 @@ pub(super) fn options(
     pool_mode: PoolMode,
     max_connections: u32,
     statement_timeout: Option<Duration>,
+    readiness: Option<Arc<Readiness>>,
 ) -> ConnectOptions {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(max_connections)
@@ -47,8 +55,14 @@ pub(super) fn options(
         // connection would be a SAVEPOINT inside nothing, and its "commit" a
         // RELEASE that acknowledges writes no one ever commits. A connection
         // that comes back still counting a transaction is closed instead.
-        .map_sqlx_sqlite_pool_opts(|o| {
-            o.after_release(|conn, _| {
+        //
+        // And while writes fail (see `Db::observe_write`), connections are not
+        // kept: SQLite opens an unwritable file read-only and a handle stays
+        // so, so once the file is writable again only a new connection can write.
+        .map_sqlx_sqlite_pool_opts(move |o| {
+            let readiness = readiness.clone();
+            o.after_release(move |conn, _| {
+                let writes_failing = readiness.as_ref().is_some_and(|r| r.writes_failing());
                 Box::pin(async move {
                     // Queued behind any rollback still pending for this connection.
                     sqlx::Connection::ping(conn).await?;
@@ -58,7 +72,7 @@ pub(super) fn options(
                             "closing a SQLite connection left inside a failed transaction"
                         );
                     }
-                    Ok(clean)
+                    Ok(clean && !writes_failing)
                 })
             })
         })

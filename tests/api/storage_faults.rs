@@ -196,3 +196,147 @@ async fn sqlite_full_disk_acknowledges_only_committed_writes() {
     }
     app.create(&alice, json!({"title": "after"})).await;
 }
+
+/// A database file the server's user cannot write (started as `nobody`; as
+/// root, file permissions would not apply): it starts and serves reads, is
+/// not ready, answers writes 503 with `Retry-After` and the cause in its
+/// log, keeps nothing of them, and is ready again within seconds of the file
+/// becoming writable.
+#[test]
+fn sqlite_read_only_file_is_503_until_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    use crate::common::process::Server;
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !crate::common::in_ci(),
+            "CI=true: this test needs root to run the server as nobody"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPED: read-only database test: needs root (to start the server as nobody) !!!!!\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let db = dir.path().join("todo.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let secret = "read-only-secret-0123456789abcdef";
+    let env = [
+        ("BETTER_AUTH_SECRET", secret),
+        ("DATABASE_URL", url.as_str()),
+    ];
+    // Migrated, with one task, then made read-only.
+    let server = Server::start(dir.path(), &env, &[]).expect("first start");
+    let token = todo_api::auth::mint_hs256(secret.as_bytes(), "alice", None, 600).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let created: Value = client
+        .post(server.url("/api/tasks"))
+        .bearer_auth(&token)
+        .json(&json!({"title": "kept"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(server.terminate().0.success());
+    let set_mode = |mode: u32| {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("todo.db{suffix}"));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    };
+    set_mode(0o444);
+
+    const NOBODY: u32 = 65534;
+    let server = Server::start_with(dir.path(), &env, &[], |cmd| {
+        cmd.uid(NOBODY).gid(NOBODY);
+    })
+    .expect("starts on a read-only file");
+    let status = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = client.request(method, server.url(path)).bearer_auth(&token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        let retry_after = response.headers().contains_key("retry-after");
+        (response.status(), retry_after)
+    };
+    assert_eq!(
+        client.get(server.url("/health")).send().unwrap().status(),
+        200
+    );
+    let ready = client.get(server.url("/health/ready")).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let (list_status, _) = status(reqwest::Method::GET, "/api/tasks", None);
+    assert_eq!(list_status, 200, "reads still work");
+    let id = created["id"].as_i64().unwrap();
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/api/tasks".to_owned(),
+            Some(json!({"title": "lost?"})),
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/api/tasks/{id}"),
+            Some(json!({"title": "changed?"})),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/api/tasks/{id}/complete"),
+            None,
+        ),
+        (reqwest::Method::DELETE, format!("/api/tasks/{id}"), None),
+    ] {
+        assert_eq!(
+            status(method.clone(), &path, body),
+            (reqwest::StatusCode::SERVICE_UNAVAILABLE, true),
+            "{method} {path}"
+        );
+    }
+    server.wait_for_log("readonly database");
+
+    // The operator makes the files writable: ready again, without a restart.
+    set_mode(0o666);
+    let started = std::time::Instant::now();
+    while client
+        .get(server.url("/health/ready"))
+        .send()
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ready again within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status_after, _) = status(
+        reqwest::Method::POST,
+        "/api/tasks",
+        Some(json!({"title": "after"})),
+    );
+    assert_eq!(status_after, 201);
+    let list: Value = client
+        .get(server.url("/api/tasks?sort=id&order=asc"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let titles: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["kept", "after"], "the refused writes left nothing");
+    assert_eq!(list[0]["completed"], false);
+    server.terminate();
+}
