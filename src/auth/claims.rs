@@ -55,7 +55,8 @@ pub struct ClaimsPolicy {
 
 impl ClaimsPolicy {
     /// `now` in seconds since the epoch. No leeway: `exp` is a hard limit.
-    pub fn check(&self, claims: Claims, now: f64) -> Result<Identity, TokenRejection> {
+    /// The identity, and until when (`exp`) it holds.
+    pub fn check(&self, claims: Claims, now: f64) -> Result<(Identity, f64), TokenRejection> {
         let exp = claims.exp.ok_or(TokenRejection::MissingExpiry)?;
         if now >= exp {
             return Err(TokenRejection::Expired);
@@ -91,7 +92,7 @@ impl ClaimsPolicy {
             return Err(TokenRejection::InvalidSubject);
         }
         let email = claims.email.and_then(|e| e.as_str().map(str::to_owned));
-        Ok(Identity { user_id, email })
+        Ok((Identity { user_id, email }, exp))
     }
 }
 

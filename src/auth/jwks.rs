@@ -86,6 +86,12 @@ impl JwksCache {
         find(&self.snapshot(), kid, alg).ok_or(TokenRejection::UnknownKey)
     }
 
+    /// Whether `key` is still in the key set (a key removed from the JWKS
+    /// stops verifying as soon as the set is fetched again).
+    pub fn is_current(&self, key: &Arc<PublicKey>) -> bool {
+        self.snapshot().keys.iter().any(|k| Arc::ptr_eq(k, key))
+    }
+
     fn snapshot(&self) -> Arc<KeySet> {
         self.keys.read().map(|k| Arc::clone(&k)).unwrap_or_default()
     }

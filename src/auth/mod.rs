@@ -4,6 +4,7 @@
 //! HS256/384/512 with `BETTER_AUTH_SECRET`, or the Better Auth JWT plugin's
 //! asymmetric keys from its JWKS. Nothing in a URL, query or body counts.
 
+mod cache;
 mod claims;
 mod extract;
 mod jwks;
@@ -20,8 +21,12 @@ pub use extract::AuthUser;
 pub use jwks::MIN_REFETCH_INTERVAL;
 pub use rejection::TokenRejection;
 
+use std::sync::Arc;
+
 use crate::config::AuthSettings;
+use cache::TokenCache;
 use jwks::JwksCache;
+use keys::PublicKey;
 use token::Jws;
 
 /// A verified caller.
@@ -38,6 +43,7 @@ pub struct Verifier {
     secret: Option<DecodingKey>,
     jwks: Option<JwksCache>,
     policy: ClaimsPolicy,
+    verified: TokenCache,
 }
 
 impl Verifier {
@@ -49,31 +55,44 @@ impl Verifier {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
             },
+            verified: TokenCache::default(),
         }
     }
 
     /// The identity in `token`, or why it is refused (safe to show the caller).
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenRejection> {
+        if token.len() > token::MAX_TOKEN_BYTES {
+            return Err(TokenRejection::TooLong);
+        }
+        let now = unix_now();
+        let digest = cache::digest(token);
+        let key_is_current =
+            |key: &Arc<PublicKey>| self.jwks.as_ref().is_some_and(|j| j.is_current(key));
+        if let Some(identity) = self.verified.get(&digest, now, key_is_current) {
+            return Ok(identity);
+        }
         let jws = Jws::parse(token)?;
-        let genuine = if jws.alg.is_hmac() {
+        let (genuine, key) = if jws.alg.is_hmac() {
             // HS* only ever with the shared secret, never with a JWKS key.
             let Some(secret) = &self.secret else {
                 return Err(TokenRejection::UnsupportedAlgorithm);
             };
-            jws.verify_with(secret)
+            (jws.verify_with(secret), None)
         } else {
             let Some(jwks) = &self.jwks else {
                 return Err(TokenRejection::UnsupportedAlgorithm);
             };
-            jwks.key_for(jws.kid.as_deref(), jws.alg)
-                .await?
-                .verify(&jws)
+            let key = jwks.key_for(jws.kid.as_deref(), jws.alg).await?;
+            (key.verify(&jws), Some(key))
         };
         if !genuine {
             return Err(TokenRejection::BadSignature);
         }
         let claims = jws.claims().ok_or(TokenRejection::MalformedClaims)?;
-        self.policy.check(claims, unix_now())
+        let (identity, expires_at) = self.policy.check(claims, now)?;
+        self.verified
+            .insert(digest, identity.clone(), expires_at, key, now);
+        Ok(identity)
     }
 }
 

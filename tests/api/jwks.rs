@@ -438,3 +438,81 @@ async fn unreachable_jwks_keeps_cached_keys() {
     let app = app_with_jwks(&garbage, &[]).await;
     assert_eq!(status_with(&app, &token).await, StatusCode::UNAUTHORIZED);
 }
+
+/// Verified tokens are remembered (an Ed25519 check per request would cost
+/// more than the rest of it), but never trusted past what verification
+/// said: an expired token, a tampered copy of a remembered one, and a token
+/// whose key was removed from the JWKS are refused, remembered or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_tokens_are_refused_once_expired_tampered_or_their_key_is_gone() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let kept = TestKey::ed25519();
+    let dropped = TestKey::ed25519();
+    let jwks = JwksServer::start(vec![kept.jwk("kept"), dropped.jwk("dropped")]).await;
+    let verifier = Verifier::new(&AuthSettings {
+        jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
+        secret: Some(b"remembered-secret".to_vec()),
+        ..Default::default()
+    });
+
+    // Expired: valid for a second or two, verified (and so remembered), then not.
+    for hmac in [false, true] {
+        let short = now() + 2;
+        let claims = json!({"sub": "alice", "exp": short});
+        let token = if hmac {
+            hs_token("HS256", b"remembered-secret", &claims)
+        } else {
+            kept.token("kept", &claims)
+        };
+        assert!(verifier.verify(&token).await.is_ok());
+        assert!(verifier.verify(&token).await.is_ok(), "remembered");
+        while now() < short {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(todo_api::auth::TokenRejection::Expired)
+        );
+    }
+
+    // Tampered: the payload of a remembered token changed, its signature kept.
+    let good = kept.token("kept", &claims_for("alice"));
+    assert_eq!(verifier.verify(&good).await.unwrap().user_id, "alice");
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    parts[1] = URL_SAFE_NO_PAD.encode(claims_for("mallory").to_string());
+    let forged = parts.join(".");
+    assert_eq!(
+        verifier.verify(&forged).await,
+        Err(todo_api::auth::TokenRejection::BadSignature)
+    );
+
+    // Key removed: once the JWKS is fetched again without it, a remembered
+    // token it signed is refused.
+    let victim = dropped.token("dropped", &claims_for("bob"));
+    assert!(verifier.verify(&victim).await.is_ok());
+    assert!(verifier.verify(&victim).await.is_ok(), "remembered");
+    let newcomer = TestKey::ed25519();
+    jwks.set_keys(vec![kept.jwk("kept"), newcomer.jwk("new")]);
+    // An unknown kid makes the set be fetched again, at most every 10 s.
+    while jwks.last_fetch().unwrap().elapsed() < MIN_REFETCH_INTERVAL {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let fetches = jwks.fetches();
+    assert!(
+        verifier
+            .verify(&newcomer.token("new", &claims_for("carol")))
+            .await
+            .is_ok()
+    );
+    assert_eq!(jwks.fetches(), fetches + 1);
+    assert_eq!(
+        verifier.verify(&victim).await,
+        Err(todo_api::auth::TokenRejection::UnknownKey)
+    );
+    assert!(
+        verifier.verify(&good).await.is_ok(),
+        "the kept key still verifies"
+    );
+}
