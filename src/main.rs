@@ -78,7 +78,8 @@ fn main() -> ExitCode {
     };
     let settings = Settings::from_lookup(|name| matches.get_one::<String>(name).cloned());
     let format = settings.as_ref().map_or(LogFormat::Text, |s| s.log_format);
-    init_logging(format);
+    // Flushes the log on the way out.
+    let _log_writer = init_logging(format);
     let failed = |message: String| {
         match format {
             LogFormat::Json => tracing::error!(error = %message, "exiting"),
@@ -105,11 +106,17 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; stdout carries only what a command prints (tokens).
-fn init_logging(format: LogFormat) {
+/// A thread of its own writes them, so a request never waits on the
+/// terminal or the log shipper; lines are never dropped (when 128,000 are
+/// pending, logging waits).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => logs
@@ -123,6 +130,7 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }
 
 async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
