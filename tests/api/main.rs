@@ -27,6 +27,7 @@ mod limits;
 mod listing;
 mod no_data_lost;
 mod postgres_tls;
+mod rolling_restart;
 mod schemathesis;
 mod shutdown;
 mod storage_faults;
