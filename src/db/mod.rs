@@ -19,17 +19,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 
 pub use errors::{Failure, classify, is_unavailable};
 pub use migrate::migrate;
 pub use startup::{StartupError, reach_and_migrate, start};
 pub use unit::Unit;
 
-use pooled::PooledUnit;
+use pooled::Transaction;
+use sea_orm::sqlx::{Postgres, Sqlite};
 
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;
@@ -51,8 +49,8 @@ pub struct Db {
 
 struct Shared {
     pool_mode: PoolMode,
-    /// `SET LOCAL statement_timeout = ...` for transaction-mode units.
-    set_local_timeout: String,
+    /// `BEGIN; SET LOCAL statement_timeout = ...` for transaction-mode units.
+    begin_pooled: String,
     readiness: Arc<Readiness>,
     probing: AtomicBool,
     /// See [`Db::bounded`]; `None` on SQLite.
@@ -74,8 +72,8 @@ impl Db {
                 } else {
                     PoolMode::Session
                 },
-                set_local_timeout: format!(
-                    "SET LOCAL statement_timeout = {}",
+                begin_pooled: format!(
+                    "BEGIN; SET LOCAL statement_timeout = {}",
                     settings.statement_timeout.as_millis()
                 ),
                 readiness,
@@ -96,9 +94,14 @@ impl Db {
     /// behind a transaction-mode pooler a transaction of its own (see
     /// [`pooled`]). End it with [`Unit::commit`].
     pub(crate) async fn unit(&self) -> Result<Unit, DbErr> {
-        match self.shared.pool_mode {
-            PoolMode::Session => Ok(Unit::Pool(self.conn.clone())),
-            PoolMode::Transaction => self.begin_pooled().await,
+        match (self.backend(), self.shared.pool_mode) {
+            (DbBackend::Sqlite, _) => {
+                Ok(Unit::Sqlite(self.conn.get_sqlite_connection_pool().clone()))
+            }
+            (_, PoolMode::Session) => Ok(Unit::Postgres(
+                self.conn.get_postgres_connection_pool().clone(),
+            )),
+            (_, PoolMode::Transaction) => self.begin_postgres().await,
         }
     }
 
@@ -107,26 +110,34 @@ impl Db {
     /// reads first and then writes fails at once under contention instead of
     /// waiting its turn.
     pub(crate) async fn begin_write(&self) -> Result<Unit, DbErr> {
-        match (self.backend(), self.shared.pool_mode) {
-            (DbBackend::Sqlite, _) => Ok(Unit::Transaction(
-                self.conn
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                        ..Default::default()
-                    })
-                    .await?,
+        match self.backend() {
+            DbBackend::Sqlite => Ok(Unit::SqliteTransaction(
+                Box::pin(Transaction::<Sqlite>::begin(
+                    self.conn.get_sqlite_connection_pool(),
+                    "BEGIN IMMEDIATE",
+                    true,
+                ))
+                .await?,
             )),
-            (_, PoolMode::Session) => Ok(Unit::Transaction(self.conn.begin().await?)),
-            (_, PoolMode::Transaction) => self.begin_pooled().await,
+            _ => self.begin_postgres().await,
         }
     }
 
-    async fn begin_pooled(&self) -> Result<Unit, DbErr> {
-        Ok(Unit::Pooled(
-            PooledUnit::begin(
+    /// `BEGIN`; behind a transaction-mode pooler with `SET LOCAL
+    /// statement_timeout` and unnamed statements (see [`pooled`]).
+    async fn begin_postgres(&self) -> Result<Unit, DbErr> {
+        let pooled = self.shared.pool_mode == PoolMode::Transaction;
+        let begin = if pooled {
+            self.shared.begin_pooled.as_str()
+        } else {
+            "BEGIN"
+        };
+        Ok(Unit::PgTransaction(
+            Box::pin(Transaction::<Postgres>::begin(
                 self.conn.get_postgres_connection_pool(),
-                &self.shared.set_local_timeout,
-            )
+                begin,
+                !pooled,
+            ))
             .await?,
         ))
     }
@@ -151,18 +162,25 @@ impl Db {
     ///
     /// SQLite runs in this process, waits for locks at most its busy
     /// timeout, and is not bounded here.
-    pub(crate) async fn bounded<T, E: From<DbErr>>(
+    pub(crate) fn bounded<T, E: From<DbErr>>(
         &self,
         work: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let Some(deadline) = self.shared.deadline else {
-            return work.await;
-        };
-        match tokio::time::timeout(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(E::from(DbErr::Conn(RuntimeErr::Internal(format!(
-                "no answer from the database within {deadline:?}"
-            ))))),
+    ) -> impl Future<Output = Result<T, E>> {
+        // Database futures are large (SeaORM's and sqlx's states, kilobytes);
+        // boxed at once, every layer above moves a pointer instead of copying
+        // them (copies were half the instructions of a request).
+        let work = Box::pin(work);
+        let deadline = self.shared.deadline;
+        async move {
+            let Some(deadline) = deadline else {
+                return work.await;
+            };
+            match tokio::time::timeout(deadline, work).await {
+                Ok(result) => result,
+                Err(_) => Err(E::from(DbErr::Conn(RuntimeErr::Internal(format!(
+                    "no answer from the database within {deadline:?}"
+                ))))),
+            }
         }
     }
 

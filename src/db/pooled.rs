@@ -1,159 +1,173 @@
-//! Units of work behind a transaction-mode pooler (PgBouncer, Neon's
-//! `-pooler` hosts).
+//! Statements executed on sqlx directly, for SeaORM's query builders.
 //!
-//! Such a pooler lends a server connection for one transaction only, so:
-//! every statement runs inside an explicit transaction (between two of
-//! sqlx's syncs, the pooler could hand an unnamed statement's connection to
-//! someone else); statements are unnamed (`persistent(false)`: PgBouncer
-//! before 1.21 cannot route named ones, and their names would collide across
-//! clients); and the only session setting, `statement_timeout`, is `SET LOCAL`.
-//! SeaORM cannot issue unnamed statements, so this unit implements its
-//! connection traits on sqlx directly; the store's queries stay the same.
+//! SeaORM builds every statement; running them through its connection types
+//! costs a request more than the database does (kilobyte futures copied
+//! several times, a tracing span per statement), so the pools and the
+//! transactions here implement SeaORM's connection traits on sqlx itself.
+//!
+//! Transactions are managed by hand (`BEGIN` ... `COMMIT`): a transaction
+//! that does not end with a successful `COMMIT` or `ROLLBACK` closes its
+//! connection instead of handing it back to the pool (SQLite rolls back by
+//! itself when a `COMMIT` fails on a full disk, and such a connection must
+//! not be reused with any idea of what it is in).
+//!
+//! Behind a transaction-mode pooler (PgBouncer, Neon's `-pooler` hosts) the
+//! same transaction type runs with unnamed statements (`persistent(false)`:
+//! PgBouncer before 1.21 cannot route named ones, and names would collide
+//! across clients) and `SET LOCAL statement_timeout`; every statement is in
+//! a transaction there, so the pooler keeps one server connection for it.
 
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use sea_orm::sqlx::{self, Postgres, pool::PoolConnection, postgres::PgRow};
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement, StreamTrait,
-    Values,
-};
-use sea_query_sqlx::SqlxValues;
+use sea_orm::sqlx::{self, PgPool, Postgres, Sqlite, SqlitePool, pool::PoolConnection};
+use sea_orm::{DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use tokio::sync::Mutex;
 
-/// One transaction on one pooled connection.
-pub struct PooledUnit {
-    conn: Mutex<PoolConnection<Postgres>>,
-    open: bool,
-}
-
-fn exec_err(e: sqlx::Error) -> DbErr {
+pub(crate) fn exec_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(e.into()))
 }
 
-fn query_err(e: sqlx::Error) -> DbErr {
+pub(crate) fn query_err(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e.into()))
 }
 
-impl PooledUnit {
-    /// `BEGIN` and `SET LOCAL statement_timeout` in one round trip.
-    pub async fn begin(pool: &sqlx::PgPool, set_local_timeout: &str) -> Result<Self, DbErr> {
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e.into())))?;
-        let begin = format!("BEGIN; {set_local_timeout}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
-            .execute(&mut *conn)
-            .await
-            .map_err(exec_err)?;
-        Ok(PooledUnit {
-            conn: Mutex::new(conn),
-            open: true,
-        })
-    }
-
-    pub async fn commit(mut self) -> Result<(), DbErr> {
-        self.end("COMMIT").await
-    }
-
-    pub async fn rollback(mut self) -> Result<(), DbErr> {
-        self.end("ROLLBACK").await
-    }
-
-    async fn end(&mut self, how: &'static str) -> Result<(), DbErr> {
-        let conn = self.conn.get_mut();
-        sqlx::raw_sql(how)
-            .execute(&mut **conn)
-            .await
-            .map_err(exec_err)?;
-        self.open = false;
-        Ok(())
-    }
+fn acquire_err(e: sqlx::Error) -> DbErr {
+    DbErr::Conn(RuntimeErr::SqlxError(e.into()))
 }
 
-impl Drop for PooledUnit {
+pub(super) type RowStream<'a> = Pin<Box<dyn Stream<Item = Result<QueryResult, DbErr>> + Send + 'a>>;
+
+/// A statement with its values, named (prepared once per connection and
+/// cached) unless `persistent` is false.
+macro_rules! query {
+    ($db:ty, $stmt:expr, $persistent:expr) => {{
+        let values = $stmt
+            .values
+            .clone()
+            .unwrap_or(::sea_orm::Values(Vec::new()));
+        ::sea_orm::sqlx::query_with::<$db, _>(
+            ::sea_orm::sqlx::AssertSqlSafe($stmt.sql.as_str()),
+            ::sea_query_sqlx::SqlxValues(values),
+        )
+        .persistent($persistent)
+    }};
+}
+
+/// Runs statements on `$executor` (a pool, or `&mut *connection`).
+macro_rules! run {
+    (execute, $db:ty, $executor:expr, $stmt:expr, $persistent:expr) => {
+        $crate::db::pooled::query!($db, $stmt, $persistent)
+            .execute($executor)
+            .await
+            .map(::sea_orm::ExecResult::from)
+            .map_err($crate::db::pooled::exec_err)
+    };
+    (one, $db:ty, $executor:expr, $stmt:expr, $persistent:expr) => {
+        $crate::db::pooled::query!($db, $stmt, $persistent)
+            .fetch_optional($executor)
+            .await
+            .map(|row| row.map(::sea_orm::QueryResult::from))
+            .map_err($crate::db::pooled::query_err)
+    };
+    (all, $db:ty, $executor:expr, $stmt:expr, $persistent:expr) => {
+        $crate::db::pooled::query!($db, $stmt, $persistent)
+            .fetch_all($executor)
+            .await
+            .map(|rows| rows.into_iter().map(::sea_orm::QueryResult::from).collect())
+            .map_err($crate::db::pooled::query_err)
+    };
+    (unprepared, $executor:expr, $sql:expr) => {
+        ::sea_orm::sqlx::raw_sql(::sea_orm::sqlx::AssertSqlSafe($sql.to_owned()))
+            .execute($executor)
+            .await
+            .map(::sea_orm::ExecResult::from)
+            .map_err($crate::db::pooled::exec_err)
+    };
+}
+
+pub(crate) use {query, run};
+
+/// One transaction on one pooled connection.
+pub struct Transaction<DB: sqlx::Database> {
+    conn: Mutex<PoolConnection<DB>>,
+    /// Named (cached) statements; false behind a transaction-mode pooler.
+    pub(super) persistent: bool,
+    open: bool,
+}
+
+macro_rules! transaction_impl {
+    ($db:ty, $pool:ty) => {
+        impl Transaction<$db> {
+            /// `begin` is the opening statement(s), sent in one round trip.
+            pub async fn begin(pool: &$pool, begin: &str, persistent: bool) -> Result<Self, DbErr> {
+                let mut conn = pool.acquire().await.map_err(acquire_err)?;
+                run!(unprepared, &mut *conn, begin)?;
+                Ok(Transaction {
+                    conn: Mutex::new(conn),
+                    persistent,
+                    open: true,
+                })
+            }
+
+            /// Its error is the write's: a write is acknowledged only once this succeeded.
+            pub async fn commit(mut self) -> Result<(), DbErr> {
+                self.end("COMMIT").await
+            }
+
+            pub async fn rollback(mut self) -> Result<(), DbErr> {
+                self.end("ROLLBACK").await
+            }
+
+            async fn end(&mut self, how: &str) -> Result<(), DbErr> {
+                let conn = self.conn.get_mut();
+                run!(unprepared, &mut **conn, how)?;
+                self.open = false;
+                Ok(())
+            }
+
+            pub async fn execute(&self, stmt: &Statement) -> Result<ExecResult, DbErr> {
+                let mut conn = self.conn.lock().await;
+                run!(execute, $db, &mut **conn, stmt, self.persistent)
+            }
+
+            pub async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+                let mut conn = self.conn.lock().await;
+                run!(unprepared, &mut **conn, sql)
+            }
+
+            pub async fn query_one(&self, stmt: &Statement) -> Result<Option<QueryResult>, DbErr> {
+                let mut conn = self.conn.lock().await;
+                run!(one, $db, &mut **conn, stmt, self.persistent)
+            }
+
+            pub async fn query_all(&self, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+                let mut conn = self.conn.lock().await;
+                run!(all, $db, &mut **conn, stmt, self.persistent)
+            }
+
+            pub fn stream(&self, stmt: Statement) -> RowStream<'_> {
+                Box::pin(async_stream::stream! {
+                    let mut conn = self.conn.lock().await;
+                    let mut rows = query!($db, stmt, self.persistent).fetch(&mut **conn);
+                    while let Some(row) = rows.next().await {
+                        yield row.map(QueryResult::from).map_err(query_err);
+                    }
+                })
+            }
+        }
+    };
+}
+
+transaction_impl!(Postgres, PgPool);
+transaction_impl!(Sqlite, SqlitePool);
+
+impl<DB: sqlx::Database> Drop for Transaction<DB> {
     fn drop(&mut self) {
-        // Never hand a connection inside a transaction back to the pool:
-        // closing it ends the transaction (rolled back) at the pooler.
+        // A connection inside a transaction (or after a COMMIT that failed)
+        // never goes back to the pool: closing it ends the transaction.
         if self.open {
             self.conn.get_mut().close_on_drop();
         }
-    }
-}
-
-fn unnamed(stmt: &Statement) -> sqlx::query::Query<'_, Postgres, SqlxValues> {
-    let values = stmt.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values)).persistent(false)
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for PooledUnit {
-    fn get_database_backend(&self) -> DbBackend {
-        DbBackend::Postgres
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
-        unnamed(&stmt)
-            .execute(&mut **conn)
-            .await
-            .map(ExecResult::from)
-            .map_err(exec_err)
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut **conn)
-            .await
-            .map(ExecResult::from)
-            .map_err(exec_err)
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
-        unnamed(&stmt)
-            .fetch_optional(&mut **conn)
-            .await
-            .map(|row| row.map(QueryResult::from))
-            .map_err(query_err)
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
-        unnamed(&stmt)
-            .fetch_all(&mut **conn)
-            .await
-            .map(|rows| rows.into_iter().map(QueryResult::from).collect())
-            .map_err(query_err)
-    }
-
-    fn support_returning(&self) -> bool {
-        true
-    }
-}
-
-impl StreamTrait for PooledUnit {
-    type Stream<'a> = Pin<Box<dyn Stream<Item = Result<QueryResult, DbErr>> + Send + 'a>>;
-
-    fn get_database_backend(&self) -> DbBackend {
-        DbBackend::Postgres
-    }
-
-    fn stream_raw<'a>(
-        &'a self,
-        stmt: Statement,
-    ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
-        Box::pin(async move {
-            let rows = async_stream::stream! {
-                let mut conn = self.conn.lock().await;
-                let mut rows = unnamed(&stmt).fetch(&mut **conn);
-                while let Some(row) = rows.next().await {
-                    yield row.map(|r: PgRow| QueryResult::from(r)).map_err(query_err);
-                }
-            };
-            Ok(Box::pin(rows) as Self::Stream<'a>)
-        })
     }
 }

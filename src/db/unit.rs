@@ -1,24 +1,24 @@
-//! Where one unit of work's statements run: the pool itself (autocommit), a
-//! SeaORM transaction, or a transaction behind a transaction-mode pooler.
-//! The store writes its queries once, against [`Unit`].
+//! Where one unit of work's statements run: a pool (each statement
+//! autocommits) or a transaction of its own. The store writes its queries
+//! once, with SeaORM's builders, against [`Unit`].
 
 use std::pin::Pin;
 
-use futures_util::{Stream, StreamExt};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
-    QueryResult, Statement, StreamTrait,
-};
+use futures_util::StreamExt;
+use sea_orm::sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StreamTrait};
 
-use super::pooled::PooledUnit;
+use super::pooled::{RowStream, Transaction, query, query_err, run};
 
 pub enum Unit {
-    /// Statements autocommit on pooled connections (session mode).
-    Pool(DatabaseConnection),
-    /// An explicit transaction (SQLite's `BEGIN IMMEDIATE`, or PostgreSQL's `BEGIN`).
-    Transaction(DatabaseTransaction),
-    /// A transaction behind a transaction-mode pooler.
-    Pooled(PooledUnit),
+    /// PostgreSQL (session mode): statements autocommit, prepared once per connection.
+    Postgres(PgPool),
+    /// SQLite: statements autocommit.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL transaction (and every unit behind a transaction-mode pooler).
+    PgTransaction(Transaction<Postgres>),
+    /// A SQLite transaction (`BEGIN IMMEDIATE`).
+    SqliteTransaction(Transaction<Sqlite>),
 }
 
 impl Unit {
@@ -26,18 +26,18 @@ impl Unit {
     /// write's: a write is acknowledged only once this succeeded.
     pub async fn commit(self) -> Result<(), DbErr> {
         match self {
-            Unit::Pool(_) => Ok(()),
-            Unit::Transaction(txn) => txn.commit().await,
-            Unit::Pooled(unit) => unit.commit().await,
+            Unit::Postgres(_) | Unit::Sqlite(_) => Ok(()),
+            Unit::PgTransaction(t) => t.commit().await,
+            Unit::SqliteTransaction(t) => t.commit().await,
         }
     }
 
-    /// Ends a transaction without keeping anything (a read-only path ends early).
+    /// Ends a transaction without keeping anything (a path that wrote nothing).
     pub async fn rollback(self) -> Result<(), DbErr> {
         match self {
-            Unit::Pool(_) => Ok(()),
-            Unit::Transaction(txn) => txn.rollback().await,
-            Unit::Pooled(unit) => unit.rollback().await,
+            Unit::Postgres(_) | Unit::Sqlite(_) => Ok(()),
+            Unit::PgTransaction(t) => t.rollback().await,
+            Unit::SqliteTransaction(t) => t.rollback().await,
         }
     }
 }
@@ -46,56 +46,55 @@ impl Unit {
 impl ConnectionTrait for Unit {
     fn get_database_backend(&self) -> DbBackend {
         match self {
-            Unit::Pool(c) => ConnectionTrait::get_database_backend(c),
-            Unit::Transaction(t) => ConnectionTrait::get_database_backend(t),
-            Unit::Pooled(p) => ConnectionTrait::get_database_backend(p),
+            Unit::Postgres(_) | Unit::PgTransaction(_) => DbBackend::Postgres,
+            Unit::Sqlite(_) | Unit::SqliteTransaction(_) => DbBackend::Sqlite,
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match self {
-            Unit::Pool(c) => c.execute_raw(stmt).await,
-            Unit::Transaction(t) => t.execute_raw(stmt).await,
-            Unit::Pooled(p) => p.execute_raw(stmt).await,
+            Unit::Postgres(pool) => run!(execute, Postgres, pool, stmt, true),
+            Unit::Sqlite(pool) => run!(execute, Sqlite, pool, stmt, true),
+            Unit::PgTransaction(t) => t.execute(&stmt).await,
+            Unit::SqliteTransaction(t) => t.execute(&stmt).await,
         }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match self {
-            Unit::Pool(c) => c.execute_unprepared(sql).await,
-            Unit::Transaction(t) => t.execute_unprepared(sql).await,
-            Unit::Pooled(p) => p.execute_unprepared(sql).await,
+            Unit::Postgres(pool) => run!(unprepared, pool, sql),
+            Unit::Sqlite(pool) => run!(unprepared, pool, sql),
+            Unit::PgTransaction(t) => t.execute_unprepared(sql).await,
+            Unit::SqliteTransaction(t) => t.execute_unprepared(sql).await,
         }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
-            Unit::Pool(c) => c.query_one_raw(stmt).await,
-            Unit::Transaction(t) => t.query_one_raw(stmt).await,
-            Unit::Pooled(p) => p.query_one_raw(stmt).await,
+            Unit::Postgres(pool) => run!(one, Postgres, pool, stmt, true),
+            Unit::Sqlite(pool) => run!(one, Sqlite, pool, stmt, true),
+            Unit::PgTransaction(t) => t.query_one(&stmt).await,
+            Unit::SqliteTransaction(t) => t.query_one(&stmt).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
-            Unit::Pool(c) => c.query_all_raw(stmt).await,
-            Unit::Transaction(t) => t.query_all_raw(stmt).await,
-            Unit::Pooled(p) => p.query_all_raw(stmt).await,
+            Unit::Postgres(pool) => run!(all, Postgres, pool, stmt, true),
+            Unit::Sqlite(pool) => run!(all, Sqlite, pool, stmt, true),
+            Unit::PgTransaction(t) => t.query_all(&stmt).await,
+            Unit::SqliteTransaction(t) => t.query_all(&stmt).await,
         }
     }
 
     fn support_returning(&self) -> bool {
-        match self {
-            Unit::Pool(c) => c.support_returning(),
-            Unit::Transaction(t) => t.support_returning(),
-            Unit::Pooled(p) => p.support_returning(),
-        }
+        true
     }
 }
 
 impl StreamTrait for Unit {
     type Stream<'s>
-        = Pin<Box<dyn Stream<Item = Result<QueryResult, DbErr>> + Send + 's>>
+        = RowStream<'s>
     where
         Self: 's;
 
@@ -109,10 +108,33 @@ impl StreamTrait for Unit {
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'s>, DbErr>> + 's + Send>> {
         Box::pin(async move {
             Ok(match self {
-                Unit::Pool(c) => c.stream_raw(stmt).await?.boxed(),
-                Unit::Transaction(t) => t.stream_raw(stmt).await?.boxed(),
-                Unit::Pooled(p) => p.stream_raw(stmt).await?,
+                Unit::Postgres(pool) => pool_stream!(Postgres, pool, stmt),
+                Unit::Sqlite(pool) => pool_stream!(Sqlite, pool, stmt),
+                Unit::PgTransaction(t) => t.stream(stmt),
+                Unit::SqliteTransaction(t) => t.stream(stmt),
             })
         })
     }
 }
+
+/// Rows of `stmt` on one connection of `pool`, as they arrive.
+macro_rules! pool_stream {
+    ($db:ty, $pool:expr, $stmt:expr) => {{
+        let pool = $pool.clone();
+        Box::pin(async_stream::stream! {
+            let mut conn = match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    yield Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())));
+                    return;
+                }
+            };
+            let mut rows = query!($db, $stmt, true).fetch(&mut *conn);
+            while let Some(row) = rows.next().await {
+                yield row.map(QueryResult::from).map_err(query_err);
+            }
+        }) as RowStream<'_>
+    }};
+}
+
+use pool_stream;
