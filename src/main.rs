@@ -9,6 +9,9 @@ use todo_api::config::{LogFormat, SETTINGS};
 use todo_api::{Settings, StartupError, auth, config};
 use tokio::net::{TcpListener, TcpSocket};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -114,7 +117,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        // Buffered: a busy server writes many lines per system call.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let logs = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);

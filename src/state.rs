@@ -71,13 +71,14 @@ impl FromRequestParts<AppState> for UserTasks {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let AuthUser(identity) = AuthUser::from_request_parts(parts, state).await?;
+        // Boxed: their states would otherwise be copied by every layer above.
+        let AuthUser(identity) = Box::pin(AuthUser::from_request_parts(parts, state)).await?;
         if !state.readiness().is_started() {
             return Err(ApiError::unavailable(
                 "starting: the database is not reached or migrated yet",
             ));
         }
-        let admission = state.limits.admit(&identity.user_id).await?;
+        let admission = Box::pin(state.limits.admit(&identity.user_id)).await?;
         if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
             context.hold(admission);
         }
