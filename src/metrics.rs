@@ -1,7 +1,6 @@
 //! Prometheus metrics, served on a second listener (`METRICS_ADDR`), never on
 //! the public port. Off (and free) unless configured.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -88,14 +87,13 @@ pub fn refused(reason: &'static str) {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends.
+/// Serves `GET /metrics` on `listener` until the process ends.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     db: Db,
     max_connections: u32,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     let app = Router::new().route(
         "/metrics",

@@ -24,7 +24,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 
-pub use errors::{Failure, classify, is_unavailable};
+pub use errors::{Failure, classify, describe, is_unavailable};
 pub use migrate::migrate;
 pub use startup::{StartupError, reach_and_migrate, start};
 pub use unit::Unit;
@@ -189,8 +189,10 @@ impl Db {
     }
 
     fn storage_failed(&self, err: &DbErr) {
-        if self.readiness().write_failed(&err.to_string()) {
-            tracing::error!(error = %err, "the database cannot store writes; answering 503 and not ready until a write succeeds");
+        // `describe`: without sqlx's " at line N" (see there).
+        let cause = describe(err);
+        if self.readiness().write_failed(&cause) {
+            tracing::error!(error = %cause, "the database cannot store writes; answering 503 and not ready until a write succeeds");
         }
         self.spawn_write_probe();
     }
@@ -212,7 +214,7 @@ impl Db {
                                 tracing::info!("a probe write succeeded; ready again");
                             }
                         }
-                        Err(e) => tracing::debug!(error = %e, "probe write failed"),
+                        Err(e) => tracing::debug!(error = %describe(&e), "probe write failed"),
                     }
                 }
                 db.shared.probing.store(false, Ordering::Release);

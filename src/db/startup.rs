@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 
 use super::Db;
+use super::errors::{describe as describe_db_err, describe_sqlx};
 use super::migrate::migrate;
 use crate::config::{DatabaseSettings, PoolMode, redact_url};
 
@@ -17,13 +18,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot reach the database ({url}) within {waited:?}: {cause}")]
+    #[error("cannot reach the database ({url}) within {:.1} s: {cause}", waited.as_secs_f64())]
     Unreachable {
         url: String,
         cause: String,
         waited: Duration,
     },
-    #[error("cannot migrate the database ({url}): {source}")]
+    #[error("cannot migrate the database ({url}): {}", describe_migration_failure(.source))]
     Migration {
         url: String,
         #[source]
@@ -104,6 +105,24 @@ async fn connect_once(url: &str, pool_mode: PoolMode) -> Result<(), sqlx::Error>
     opts.connect().await?.close().await
 }
 
+/// Why migrations failed, and for a missing privilege what to do about it.
+fn describe_migration_failure(err: &sea_orm::DbErr) -> String {
+    let text = describe_db_err(err);
+    let insufficient_privilege = matches!(
+        super::errors::sqlx_error(err),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501")
+    );
+    if insufficient_privilege {
+        format!(
+            "{text}; the role lacks a privilege the migrations need (to create tables in the schema, \
+             or to alter tables it does not own): run them as the tables' owner with MIGRATION_DATABASE_URL, \
+             or `GRANT CREATE ON SCHEMA public TO <role>` (since PostgreSQL 15 not every role has it)"
+        )
+    } else {
+        text
+    }
+}
+
 /// The cause of a failed connection, named in words an operator searches for.
 fn describe(err: &sqlx::Error) -> String {
     let kind = match err {
@@ -122,5 +141,5 @@ fn describe(err: &sqlx::Error) -> String {
         },
         _ => "connection failed",
     };
-    format!("{kind}: {err}")
+    format!("{kind}: {}", describe_sqlx(err))
 }

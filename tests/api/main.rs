@@ -25,6 +25,7 @@ mod jwks;
 mod limits;
 mod listing;
 mod no_data_lost;
+mod operations;
 mod postgres_tls;
 mod schemathesis;
 mod shutdown;
