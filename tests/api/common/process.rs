@@ -79,6 +79,7 @@ pub struct Server {
     pub addr: String,
     pub stdout: Vec<String>,
     stderr_rx: mpsc::Receiver<String>,
+    stdout_rx: mpsc::Receiver<String>,
     /// Every stderr line read so far, start-up included (see [`Server::log_so_far`]).
     history: Mutex<Vec<String>>,
     exited: Option<ExitStatus>,
@@ -121,9 +122,11 @@ impl Server {
         args: &[&str],
         adjust: impl FnOnce(&mut Command),
     ) -> Result<Server, String> {
-        let server = Self::spawn(dir, env, args, adjust)?;
+        let mut server = Self::spawn(dir, env, args, adjust)?;
         // It listens at once; it is ready once the database is.
         server.wait_for_log("database ready");
+        // What it printed before listening (`--dev`), read by now.
+        server.stdout.extend(server.stdout_rx.try_iter());
         Ok(server)
     }
 
@@ -168,13 +171,12 @@ impl Server {
                     let addr = log_field(&line, "listening", "addr");
                     seen.push(line);
                     if let Some(addr) = addr {
-                        // Lines printed to stdout before listening (`--dev`).
-                        let stdout = out_rx.try_iter().collect();
                         return Ok(Server {
                             child,
                             addr,
-                            stdout,
+                            stdout: out_rx.try_iter().collect(),
                             stderr_rx: rx,
+                            stdout_rx: out_rx,
                             history: Mutex::new(seen),
                             exited: None,
                         });
