@@ -656,6 +656,16 @@ fn metrics_count_what_happened_on_their_own_listener() {
 
     let public = client.get(server.url("/metrics")).send().unwrap();
     assert_eq!(public.status(), 404, "no metrics on the public port");
+    // Methods a client makes up share one label (else each is a series
+    // kept for the life of the process).
+    for made_up in ["FOO1", "FOO2", "FOO3"] {
+        let method = reqwest::Method::from_bytes(made_up.as_bytes()).unwrap();
+        let response = client
+            .request(method, server.url("/api/tasks"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 405);
+    }
     let preflight = client
         .request(reqwest::Method::OPTIONS, server.url("/api/tasks"))
         .header("Origin", crate::common::FRONTEND_ORIGIN)
@@ -685,6 +695,16 @@ fn metrics_count_what_happened_on_their_own_listener() {
         1.0,
         "the preflight"
     );
+    assert_eq!(requests("OTHER", "/api/tasks", "405"), 3.0);
+    for s in &scrape.samples {
+        if let Some(method) = s.labels.get("method") {
+            assert!(
+                ["GET", "POST", "OPTIONS", "OTHER"].contains(&method),
+                "{}: {method}",
+                s.metric
+            );
+        }
+    }
     for (method, count) in [("POST", N), ("GET", M + served + refused)] {
         let labels = [("method", method), ("route", "/api/tasks")];
         let histogram = sample(&scrape, "http_request_duration_seconds", &labels)
