@@ -130,6 +130,16 @@ fn describe(err: &sqlx::Error) -> String {
             "connection refused"
         }
         sqlx::Error::Io(io) if io.to_string().contains("lookup") => "unknown host (DNS)",
+        // A failed handshake (an untrusted or mismatched certificate under
+        // `sslmode=verify-full`, an alert from the server) comes as an I/O
+        // error around rustls' own; it used to be called a "network error".
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            "TLS error"
+        }
         sqlx::Error::Io(_) => "network error",
         sqlx::Error::Tls(_) => "TLS error",
         sqlx::Error::Configuration(_) => "invalid database URL",

@@ -32,6 +32,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The port of the shared PostgreSQL server (`TEST_DATABASE_URL`).
+fn shared_server_port() -> u16 {
+    url::Url::parse(&crate::common::admin_database_url())
+        .unwrap()
+        .port()
+        .unwrap_or(5432)
+}
+
 /// A loopback port nothing listens on.
 fn closed_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -303,6 +311,17 @@ fn each_start_up_failure_is_named_as_itself() {
             format!("postgres://app:{WRONG_PASSWORD}@127.0.0.1:{port}/postgres"),
             "authentication failed",
             "json",
+        ),
+        // A certificate this client does not trust: the shared server's own
+        // (only a handshake is attempted), or "does not support TLS" where
+        // it has none; TLS either way.
+        (
+            format!(
+                "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/postgres?sslmode=verify-full",
+                shared_server_port()
+            ),
+            "TLS",
+            "text",
         ),
     ];
     std::thread::scope(|scope| {
@@ -881,4 +900,37 @@ fn two_instances_start_at_once_with_a_direct_migration_url() {
         let (status, log) = server.terminate();
         assert!(status.success(), "{status}: {log}");
     }
+}
+
+/// `todo-api migrate` through the pooler (no direct URL), twice: the first
+/// applies every migration, the second, on server connections the first
+/// used, finds nothing to do; a server then starts on the result.
+#[test]
+fn the_migrate_command_works_through_a_transaction_pooler() {
+    let rt = runtime();
+    let Some(db) = rt.block_on(TestDb::create(Backend::PgBouncer)) else {
+        return;
+    };
+    let env = [
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("DATABASE_URL", db.app_url.as_str()),
+        ("DB_POOL_MODE", "transaction"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for run in ["first", "second"] {
+        let mut command = todo_api(dir.path(), &env);
+        command.arg("migrate");
+        let (status, stdout, stderr) = run_bounded(command, Duration::from_secs(60));
+        assert!(status.success(), "{run} migrate: {status}\n{stderr}");
+        assert!(stdout.contains("migrations applied"), "{run}: {stdout}");
+        assert_eq!(
+            rt.block_on(migrations_applied(&db.url)),
+            migration::Migrator::migrations().len() as i64,
+            "{run} migrate"
+        );
+    }
+    let server = Server::start(dir.path(), &env, &[]).expect("starts on the migrated database");
+    create_and_see(&Client::new(), &server, &server, "after-migrate");
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status}: {log}");
 }
