@@ -30,6 +30,17 @@ pub enum StartupError {
         #[source]
         source: sea_orm::DbErr,
     },
+    #[error(
+        "the database role \"{role}\" of {url} lacks privileges on the service's tables: {missing}; \
+         as their owner (the role of MIGRATION_DATABASE_URL), grant them, e.g. \
+         `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{role}\"`"
+    )]
+    Privileges {
+        url: String,
+        role: String,
+        schema: String,
+        missing: String,
+    },
 }
 
 /// Waits for the database, migrates, probes a write, and marks `db` ready.
@@ -37,12 +48,40 @@ pub enum StartupError {
 /// reports not ready until writes succeed.
 pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
     reach_and_migrate(settings).await?;
+    check_privileges(settings, db).await?;
     if let Err(err) = db.probe_write().await {
         db.observe_write(&Err::<(), sea_orm::DbErr>(err), |e| Some(e));
     }
     db.readiness().mark_started();
     tracing::info!(database = %redact_url(&settings.url), "database ready");
     Ok(())
+}
+
+/// Stops start-up when the role of `DATABASE_URL` may not use the tables.
+///
+/// Why: with migrations run by another role (`MIGRATION_DATABASE_URL`, the
+/// tables' owner), the serving role has no privilege on the new tables
+/// unless someone granted it. The instance used to report itself ready
+/// (`/health/ready` 200) and answer every request 500 ("permission denied
+/// for table tasks"), so a load balancer sent it traffic. A missing
+/// privilege is a configuration error, as in a migration: start-up fails
+/// and says which privileges are missing and how to grant them. An error
+/// of the check itself (e.g. the database went away) is only logged: the
+/// probe write and readiness cover that.
+async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
+    match db.missing_privileges().await {
+        Ok(None) => Ok(()),
+        Ok(Some((role, schema, missing))) => Err(StartupError::Privileges {
+            url: redact_url(&settings.url),
+            role,
+            schema,
+            missing,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %describe_db_err(&err), "could not check the database role's privileges");
+            Ok(())
+        }
+    }
 }
 
 /// Waits for the database (see below), then applies pending migrations.

@@ -369,11 +369,18 @@ fn each_start_up_failure_is_named_as_itself() {
     });
 }
 
-/// A role that may connect but not create tables: start-up and `migrate`
-/// fail at once (no retrying a permission), with PostgreSQL's message, its
-/// code, and what to do, and nothing else in the way.
+/// Roles without the privileges the service needs get a clear error, not a
+/// server that answers 500:
+/// - a role that may connect but not create tables: start-up and `migrate`
+///   fail at once (no retrying a permission), with PostgreSQL's message, its
+///   code, and what to do, and nothing else in the way;
+/// - migrations by the owner (`MIGRATION_DATABASE_URL`) and requests by
+///   another role that was granted nothing on the new tables: start-up fails
+///   naming the missing privileges and the GRANT, instead of reporting
+///   ready and answering every request 500;
+/// - once that GRANT is run, the same settings come up and serve.
 #[test]
-fn a_role_without_privileges_gets_a_clear_migration_error() {
+fn roles_without_privileges_get_clear_errors() {
     let rt = runtime();
     let Some(cluster) = rt.block_on(cluster_with_passwords()) else {
         return;
@@ -406,6 +413,52 @@ fn a_role_without_privileges_gets_a_clear_migration_error() {
     }
     assert_clean("serve", &text);
     assert_clean("migrate", &format!("{stdout}{stderr}"));
+
+    // Owner migrates, `app` serves, nothing granted to `app`.
+    let owner_url = cluster.url();
+    let app_url = format!(
+        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    let env = [
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("DATABASE_URL", app_url.as_str()),
+        ("MIGRATION_DATABASE_URL", owner_url.as_str()),
+    ];
+    let mut server = Server::start_listening(dir.path(), &env, &[]).expect("listens at once");
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("stops: the role cannot use the tables");
+    server.rest_of_log();
+    let log = server.log_so_far();
+    let text = log.join("\n");
+    assert!(!status.success(), "{status}\n{text}");
+    assert!(!text.contains("database ready"), "{text}");
+    let last = log.last().unwrap();
+    assert!(
+        last.contains("\"app\"")
+            && last.contains("tasks (SELECT, INSERT, UPDATE, DELETE)")
+            && last.contains("service_probe (SELECT, INSERT, UPDATE)")
+            && last.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"),
+        "{last}"
+    );
+    assert_clean("serve", &text);
+
+    // The GRANT it suggested is enough.
+    rt.block_on(async {
+        let admin = Database::connect(cluster.url()).await.unwrap();
+        admin
+            .execute_unprepared(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"app\"",
+            )
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+    });
+    let server = Server::start(dir.path(), &env, &[]).expect("comes up once granted");
+    create_and_see(&Client::new(), &server, &server, "granted");
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status}: {log}");
 }
 
 // ---------------------------------------------------------------------------
