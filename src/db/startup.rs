@@ -14,6 +14,8 @@ use crate::config::{DatabaseSettings, PoolMode, redact_url};
 
 /// Longest single connection attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest single attempt, however little of `DB_STARTUP_TIMEOUT` is left.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +108,20 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let cause = match tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            connect_once(url, settings.pool_mode),
-        )
-        .await
-        {
+        // An attempt ends with `DB_STARTUP_TIMEOUT`: a server that accepts and
+        // never answers (a black-holed address, a pooler waiting for its own
+        // server) used to hold each attempt 5 s whatever the setting, so a
+        // 1 s timeout gave up after 5.
+        let limit = ATTEMPT_TIMEOUT.min(
+            settings
+                .startup_timeout
+                .saturating_sub(started.elapsed())
+                .max(MIN_ATTEMPT_TIMEOUT),
+        );
+        let cause = match tokio::time::timeout(limit, connect_once(url, settings.pool_mode)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => describe(&err),
-            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+            Err(_) => format!("no answer within {:.1} s", limit.as_secs_f64()),
         };
         let waited = started.elapsed();
         // A SQLite file that cannot be opened will not open later either.

@@ -369,6 +369,42 @@ fn each_start_up_failure_is_named_as_itself() {
     });
 }
 
+/// A server that accepts connections and never answers (a black-holed
+/// address, a pooler waiting for its own server): start-up gives up when
+/// `DB_STARTUP_TIMEOUT` says, not after a fixed 5 s attempt, and says so.
+#[test]
+fn a_database_that_never_answers_is_given_up_on_in_time() {
+    // Bound, never accepted: the kernel completes each handshake, and the
+    // client's start-up message is never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "postgres://app:{APP_PASSWORD}@{}/postgres",
+        silent.local_addr().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("DATABASE_URL", url.as_str()),
+        ("DB_STARTUP_TIMEOUT", "1"),
+    ];
+    let mut server = Server::start_listening(dir.path(), &env, &[]).expect("listens at once");
+    let listening = Instant::now();
+    let status = server.wait_exit(Duration::from_secs(30)).expect("gives up");
+    let took = listening.elapsed();
+    server.rest_of_log();
+    let log = server.log_so_far();
+    assert!(!status.success(), "{status}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "gave up after {took:?} with DB_STARTUP_TIMEOUT=1:\n{}",
+        log.join("\n")
+    );
+    let last = log.last().unwrap();
+    assert!(last.contains("no answer within"), "{last}");
+    assert_clean("serve", &log.join("\n"));
+    drop(silent);
+}
+
 /// Roles without the privileges the service needs get a clear error, not a
 /// server that answers 500:
 /// - a role that may connect but not create tables: start-up and `migrate`
