@@ -557,6 +557,20 @@ pub fn redact_url(raw: &str) -> String {
             if url.password().is_some() {
                 let _ = url.set_password(Some("***"));
             }
+            // sqlx also reads the password from the query (`?password=...`,
+            // as libpq does), which used to reach the log as it was; and
+            // libpq's `sslpassword` (a client key's passphrase) is one too.
+            let secret = |key: &str| key.to_ascii_lowercase().contains("password");
+            if url.query_pairs().any(|(key, _)| secret(&key)) {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if secret(&key) { "***".into() } else { value };
+                        (key.into_owned(), value.into_owned())
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             url.to_string()
         }
         Err(_) => "<unparsable url>".to_owned(),
@@ -712,6 +726,19 @@ mod tests {
             let explicit = format!("{:?}", settings(&[(setting.name, default)]).unwrap());
             assert_eq!(explicit, plain, "{} default {default}", setting.name);
         }
+    }
+
+    #[test]
+    fn redacted_urls_show_no_password_in_user_info_or_query() {
+        assert_eq!(
+            redact_url("postgres://u:hunter2@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=hunter2&sslpassword=x%26y"),
+            "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

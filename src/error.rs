@@ -251,6 +251,10 @@ impl ApiError {
 
 /// The error and each of its sources, for a log line.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    // Without sqlx's " at line N" of PostgreSQL's C source (see `db::describe`).
+    if let Some(db_err) = err.downcast_ref::<DbErr>() {
+        return crate::db::describe(db_err);
+    }
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -278,7 +278,9 @@ pub fn spawn_purge(db: Db) {
             match purge_expired(&db).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
-                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::db::describe(&e), "could not purge expired idempotency keys")
+                }
             }
             tokio::time::sleep(PURGE_INTERVAL).await;
         }

@@ -39,7 +39,7 @@ pub enum StartupError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Database(#[from] db::StartupError),
-    #[error("cannot open the database ({url}): {source}")]
+    #[error("cannot open the database ({url}): {}", db::describe(.source))]
     Open {
         url: String,
         #[source]
@@ -78,9 +78,15 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         })?;
     if let Some(addr) = settings.metrics_addr {
         let handle = metrics::install().map_err(StartupError::Metrics)?;
+        // Bound here, not in the task: an address that cannot be listened on
+        // stops start-up, as the public one does. Bound in the task, it was
+        // only logged, and the server ran on without the metrics it was asked for.
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            StartupError::Metrics(format!("cannot listen on {addr} (METRICS_ADDR): {e}"))
+        })?;
         let (db, max) = (db.clone(), settings.database.max_connections);
         tokio::spawn(async move {
-            if let Err(err) = metrics::serve(addr, handle, db, max).await {
+            if let Err(err) = metrics::serve(listener, handle, db, max).await {
                 tracing::error!(%addr, error = %err, "metrics listener failed");
             }
         });

@@ -1,7 +1,6 @@
 //! Prometheus metrics, served on a second listener (`METRICS_ADDR`), never on
 //! the public port. Off (and free) unless configured.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -66,12 +65,32 @@ pub fn record_request(method: &Method, route: &str, status: u16, latency: Durati
     if !enabled() {
         return;
     }
-    let method = method.as_str().to_owned();
+    let method = method_label(method).to_owned();
     let route = route.to_owned();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(latency.as_secs_f64());
+}
+
+/// The method as a label: the standard ones as they are, any other `OTHER`.
+/// A client may send any token as a method (`FOO1`, `FOO2`, ...), and each
+/// distinct label is a series kept for the life of the process: labelled as
+/// sent, anyone could grow the metrics without bound (as with raw paths,
+/// see `http::context::route_of`).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 pub fn jwks_fetched(ok: bool) {
@@ -88,14 +107,13 @@ pub fn refused(reason: &'static str) {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends.
+/// Serves `GET /metrics` on `listener` until the process ends.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     db: Db,
     max_connections: u32,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     let app = Router::new().route(
         "/metrics",

@@ -90,6 +90,47 @@ fn classify_postgres(code: &str) -> Option<Failure> {
     }
 }
 
+/// A database error in words for a log line or an operator: when the
+/// database itself answered with an error, its message, its hint (PostgreSQL)
+/// and its code; anything else as it displays itself.
+///
+/// Why not `Display`: sqlx 0.9 writes a PostgreSQL error as its message
+/// followed by " at line N", N being the line of PostgreSQL's own C source
+/// that raised it (the protocol's `L` field): "permission denied for schema
+/// public at line 3655" reads as a line of our SQL or of a migration, and
+/// tells whoever runs the service nothing. SeaORM puts "Execution Error:
+/// error returned from database: " in front. The `detail` field is left out:
+/// it may quote row values (user data) into the log.
+pub fn describe(err: &DbErr) -> String {
+    match sqlx_error(err) {
+        Some(sqlx_err @ sqlx::Error::Database(_)) => describe_sqlx(sqlx_err),
+        _ => err.to_string(),
+    }
+}
+
+/// [`describe`] for a bare sqlx error (a direct connection attempt).
+pub fn describe_sqlx(err: &sqlx::Error) -> String {
+    let sqlx::Error::Database(db) = err else {
+        return err.to_string();
+    };
+    let mut text = db.message().to_owned();
+    let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+    if let Some(hint) = postgres.and_then(|pg| pg.hint()) {
+        text.push_str(" (hint: ");
+        text.push_str(hint);
+        text.push(')');
+    }
+    if let Some(code) = db.code() {
+        let kind = if postgres.is_some() {
+            "SQLSTATE"
+        } else {
+            "code"
+        };
+        text.push_str(&format!(" [{kind} {code}]"));
+    }
+    text
+}
+
 /// SQLite's BUSY/LOCKED (any extended code), met when another process opens
 /// or migrates the same new file.
 pub(crate) fn is_sqlite_busy(err: &DbErr) -> bool {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
 
-pub use errors::{Failure, classify, is_unavailable};
+pub use errors::{Failure, classify, describe, is_unavailable};
 pub use migrate::migrate;
 pub use startup::{StartupError, reach_and_migrate, start};
 pub use unit::Unit;
@@ -207,8 +207,10 @@ impl Db {
     }
 
     fn storage_failed(&self, err: &DbErr) {
-        if self.readiness().write_failed(&err.to_string()) {
-            tracing::error!(error = %err, "the database cannot store writes; answering 503 and not ready until a write succeeds");
+        // `describe`: without sqlx's " at line N" (see there).
+        let cause = describe(err);
+        if self.readiness().write_failed(&cause) {
+            tracing::error!(error = %cause, "the database cannot store writes; answering 503 and not ready until a write succeeds");
         }
         self.spawn_write_probe();
     }
@@ -230,7 +232,7 @@ impl Db {
                                 tracing::info!("a probe write succeeded; ready again");
                             }
                         }
-                        Err(e) => tracing::debug!(error = %e, "probe write failed"),
+                        Err(e) => tracing::debug!(error = %describe(&e), "probe write failed"),
                     }
                 }
                 db.shared.probing.store(false, Ordering::Release);
@@ -253,6 +255,49 @@ impl Db {
             )
             .await
             .map(|_| ())
+    }
+
+    /// The privileges the serving role lacks on the tables requests use,
+    /// on PostgreSQL: `(role, schema, missing)`, `missing` as
+    /// "tasks (SELECT, DELETE), ..."; `None` when it has them all (and
+    /// always on SQLite). See `startup::check_privileges`.
+    pub(crate) async fn missing_privileges(
+        &self,
+    ) -> Result<Option<(String, String, String)>, DbErr> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        // Each table with what requests do to it: an upsert (the probe,
+        // idempotency keys) needs SELECT as well. Unqualified names resolve
+        // through the search path, as the service's own queries do.
+        const SQL: &str = "\
+            SELECT current_user::text AS role, current_schema()::text AS schema, \
+                   string_agg(t.name || ' (' || p.missing || ')', ', ' ORDER BY t.name) AS missing \
+            FROM (VALUES ('tasks', 'SELECT,INSERT,UPDATE,DELETE'), \
+                         ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), \
+                         ('service_probe', 'SELECT,INSERT,UPDATE')) AS t(name, privileges) \
+            CROSS JOIN LATERAL ( \
+                SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
+                FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
+                WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
+            WHERE p.missing IS NOT NULL";
+        let unit = self.unit().await?;
+        let row = unit
+            .query_one_raw(sea_orm::Statement::from_string(DbBackend::Postgres, SQL))
+            .await;
+        unit.rollback().await?;
+        let Some(row) = row? else {
+            return Ok(None);
+        };
+        let missing: Option<String> = row.try_get("", "missing")?;
+        Ok(match missing {
+            Some(missing) => Some((
+                row.try_get("", "role")?,
+                row.try_get("", "schema")?,
+                missing,
+            )),
+            None => None,
+        })
     }
 
     /// Does the database answer (in bounded time: see [`Db::bounded`])?

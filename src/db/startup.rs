@@ -8,26 +8,40 @@ use std::time::{Duration, Instant};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 
 use super::Db;
+use super::errors::{describe as describe_db_err, describe_sqlx};
 use super::migrate::migrate;
 use crate::config::{DatabaseSettings, PoolMode, redact_url};
 
 /// Longest single connection attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest single attempt, however little of `DB_STARTUP_TIMEOUT` is left.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot reach the database ({url}) within {waited:?}: {cause}")]
+    #[error("cannot reach the database ({url}) within {:.1} s: {cause}", waited.as_secs_f64())]
     Unreachable {
         url: String,
         cause: String,
         waited: Duration,
     },
-    #[error("cannot migrate the database ({url}): {source}")]
+    #[error("cannot migrate the database ({url}): {}", describe_migration_failure(.source))]
     Migration {
         url: String,
         #[source]
         source: sea_orm::DbErr,
+    },
+    #[error(
+        "the database role \"{role}\" of {url} lacks privileges on the service's tables: {missing}; \
+         as their owner (the role of MIGRATION_DATABASE_URL), grant them, e.g. \
+         `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{role}\"`"
+    )]
+    Privileges {
+        url: String,
+        role: String,
+        schema: String,
+        missing: String,
     },
 }
 
@@ -36,12 +50,40 @@ pub enum StartupError {
 /// reports not ready until writes succeed.
 pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
     reach_and_migrate(settings).await?;
+    check_privileges(settings, db).await?;
     if let Err(err) = db.probe_write().await {
         db.observe_write(&Err::<(), sea_orm::DbErr>(err), |e| Some(e));
     }
     db.readiness().mark_started();
     tracing::info!(database = %redact_url(&settings.url), "database ready");
     Ok(())
+}
+
+/// Stops start-up when the role of `DATABASE_URL` may not use the tables.
+///
+/// Why: with migrations run by another role (`MIGRATION_DATABASE_URL`, the
+/// tables' owner), the serving role has no privilege on the new tables
+/// unless someone granted it. The instance used to report itself ready
+/// (`/health/ready` 200) and answer every request 500 ("permission denied
+/// for table tasks"), so a load balancer sent it traffic. A missing
+/// privilege is a configuration error, as in a migration: start-up fails
+/// and says which privileges are missing and how to grant them. An error
+/// of the check itself (e.g. the database went away) is only logged: the
+/// probe write and readiness cover that.
+async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
+    match db.missing_privileges().await {
+        Ok(None) => Ok(()),
+        Ok(Some((role, schema, missing))) => Err(StartupError::Privileges {
+            url: redact_url(&settings.url),
+            role,
+            schema,
+            missing,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %describe_db_err(&err), "could not check the database role's privileges");
+            Ok(())
+        }
+    }
 }
 
 /// Waits for the database (see below), then applies pending migrations.
@@ -66,15 +108,20 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1u32;
     loop {
-        let cause = match tokio::time::timeout(
-            ATTEMPT_TIMEOUT,
-            connect_once(url, settings.pool_mode),
-        )
-        .await
-        {
+        // An attempt ends with `DB_STARTUP_TIMEOUT`: a server that accepts and
+        // never answers (a black-holed address, a pooler waiting for its own
+        // server) used to hold each attempt 5 s whatever the setting, so a
+        // 1 s timeout gave up after 5.
+        let limit = ATTEMPT_TIMEOUT.min(
+            settings
+                .startup_timeout
+                .saturating_sub(started.elapsed())
+                .max(MIN_ATTEMPT_TIMEOUT),
+        );
+        let cause = match tokio::time::timeout(limit, connect_once(url, settings.pool_mode)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => describe(&err),
-            Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+            Err(_) => format!("no answer within {:.1} s", limit.as_secs_f64()),
         };
         let waited = started.elapsed();
         // A SQLite file that cannot be opened will not open later either.
@@ -104,6 +151,24 @@ async fn connect_once(url: &str, pool_mode: PoolMode) -> Result<(), sqlx::Error>
     opts.connect().await?.close().await
 }
 
+/// Why migrations failed, and for a missing privilege what to do about it.
+fn describe_migration_failure(err: &sea_orm::DbErr) -> String {
+    let text = describe_db_err(err);
+    let insufficient_privilege = matches!(
+        super::errors::sqlx_error(err),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501")
+    );
+    if insufficient_privilege {
+        format!(
+            "{text}; the role lacks a privilege the migrations need (to create tables in the schema, \
+             or to alter tables it does not own): run them as the tables' owner with MIGRATION_DATABASE_URL, \
+             or `GRANT CREATE ON SCHEMA public TO <role>` (since PostgreSQL 15 not every role has it)"
+        )
+    } else {
+        text
+    }
+}
+
 /// The cause of a failed connection, named in words an operator searches for.
 fn describe(err: &sqlx::Error) -> String {
     let kind = match err {
@@ -111,6 +176,16 @@ fn describe(err: &sqlx::Error) -> String {
             "connection refused"
         }
         sqlx::Error::Io(io) if io.to_string().contains("lookup") => "unknown host (DNS)",
+        // A failed handshake (an untrusted or mismatched certificate under
+        // `sslmode=verify-full`, an alert from the server) comes as an I/O
+        // error around rustls' own; it used to be called a "network error".
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            "TLS error"
+        }
         sqlx::Error::Io(_) => "network error",
         sqlx::Error::Tls(_) => "TLS error",
         sqlx::Error::Configuration(_) => "invalid database URL",
@@ -122,5 +197,5 @@ fn describe(err: &sqlx::Error) -> String {
         },
         _ => "connection failed",
     };
-    format!("{kind}: {err}")
+    format!("{kind}: {}", describe_sqlx(err))
 }

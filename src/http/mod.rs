@@ -74,6 +74,14 @@ pub fn with_layers(
             body::guard,
         ))
         .layer(middleware::map_response(json_errors))
+        // CORS inside the request log and metrics: the CORS layer answers
+        // preflights itself, and outside `track` they were neither logged
+        // nor counted (nor given a request id).
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            allowed,
+            cors_only_for_allowed_origins,
+        ))
         .layer(middleware::from_fn(context::track))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -88,11 +96,6 @@ pub fn with_layers(
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(cors)
-        .layer(middleware::from_fn_with_state(
-            allowed,
-            cors_only_for_allowed_origins,
-        ))
 }
 
 /// The span of a request: method, path and request id. Not the query string,

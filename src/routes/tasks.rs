@@ -129,7 +129,7 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'sta
             let mut chunk = Vec::with_capacity(batch.len() * 256 + 1);
             for row in batch {
                 let task = row.inspect_err(|e| {
-                    tracing::warn!(error = %e, "listing failed mid-stream; the response is cut short");
+                    tracing::warn!(error = %crate::db::describe(e), "listing failed mid-stream; the response is cut short");
                 })?;
                 chunk.push(if opened { b',' } else { b'[' });
                 opened = true;

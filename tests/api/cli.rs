@@ -8,7 +8,7 @@ use crate::common::{Backend, TestDb};
 use serde_json::json;
 
 /// Starts two servers at the same moment with these settings; both must come up.
-fn start_two_at_once(env: &[(&str, &str)]) -> Vec<Server> {
+pub(crate) fn start_two_at_once(env: &[(&str, &str)]) -> Vec<Server> {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

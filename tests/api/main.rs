@@ -26,6 +26,7 @@ mod jwks;
 mod limits;
 mod listing;
 mod no_data_lost;
+mod operations;
 mod postgres_tls;
 mod rolling_restart;
 mod schemathesis;

@@ -176,6 +176,20 @@ impl PgCluster {
         .map(|_| ())
     }
 
+    /// Replaces `pg_hba.conf` with `rules` and restarts the server, so that
+    /// the next connection is checked against them (a reload would apply
+    /// them a moment later).
+    pub async fn set_hba(&self, rules: &str) -> Result<(), String> {
+        std::fs::write(self.data.join("pg_hba.conf"), rules)
+            .map_err(|e| format!("pg_hba.conf: {e}"))?;
+        self.restart(StopMode::Fast).await
+    }
+
+    /// The port it listens on (or will, once started), on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Stops the server and waits until it is gone.
     pub async fn stop(&self, mode: StopMode) -> Result<(), String> {
         self.run(

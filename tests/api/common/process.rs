@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_todo-api");
@@ -79,7 +79,33 @@ pub struct Server {
     pub addr: String,
     pub stdout: Vec<String>,
     stderr_rx: mpsc::Receiver<String>,
+    stdout_rx: mpsc::Receiver<String>,
+    /// Every stderr line read so far, start-up included (see [`Server::log_so_far`]).
+    history: Mutex<Vec<String>>,
     exited: Option<ExitStatus>,
+}
+
+/// The value of `field` in the log line whose message is exactly `message`,
+/// in either log format: text (`... target: message field=value ...`) or
+/// `LOG_FORMAT=json` (`{"message": "...", "field": "...", ...}`). Exact, so
+/// that `listening` does not match `metrics listening`.
+pub fn log_field(line: &str, message: &str, field: &str) -> Option<String> {
+    if line.starts_with('{') {
+        let object: serde_json::Value = serde_json::from_str(line).ok()?;
+        if object["message"] != message {
+            return None;
+        }
+        return match &object[field] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+    }
+    let (_, after) = line.split_once(&format!(": {message} "))?;
+    after
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix(&format!("{field}=")))
+        .map(str::to_owned)
 }
 
 impl Server {
@@ -91,6 +117,30 @@ impl Server {
 
     /// The same, with the command adjusted first (e.g. [`with_open_file_limit`]).
     pub fn start_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
+        let mut server = Self::spawn(dir, env, args, adjust)?;
+        // It listens at once; it is ready once the database is.
+        server.wait_for_log("database ready");
+        // What it printed before listening (`--dev`), read by now.
+        server.stdout.extend(server.stdout_rx.try_iter());
+        Ok(server)
+    }
+
+    /// Starts `serve` on a random port and returns as soon as it listens,
+    /// whether or not its database can be reached.
+    pub fn start_listening(
+        dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Server, String> {
+        Self::spawn(dir, env, args, |_| {})
+    }
+
+    fn spawn(
         dir: &Path,
         env: &[(&str, &str)],
         args: &[&str],
@@ -118,25 +168,19 @@ impl Server {
         loop {
             match rx.recv_timeout(LOG_WAIT) {
                 Ok(line) => {
-                    if let Some(rest) = line
-                        .split("addr=")
-                        .nth(1)
-                        .filter(|_| line.contains("listening"))
-                    {
-                        let addr = rest.split_whitespace().next().unwrap().to_owned();
-                        let mut server = Server {
+                    let addr = log_field(&line, "listening", "addr");
+                    seen.push(line);
+                    if let Some(addr) = addr {
+                        return Ok(Server {
                             child,
                             addr,
-                            stdout: Vec::new(),
+                            stdout: out_rx.try_iter().collect(),
                             stderr_rx: rx,
+                            stdout_rx: out_rx,
+                            history: Mutex::new(seen),
                             exited: None,
-                        };
-                        // It listens at once; it is ready once the database is.
-                        server.wait_for_log("database ready");
-                        server.stdout = out_rx.try_iter().collect();
-                        return Ok(server);
+                        });
                     }
-                    seen.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
@@ -175,6 +219,7 @@ impl Server {
             match self.stderr_rx.recv_timeout(left) {
                 Ok(line) => {
                     let found = line.contains(text);
+                    self.history.lock().unwrap().push(line.clone());
                     seen.push(line);
                     if found {
                         return Ok(seen);
@@ -250,9 +295,38 @@ impl Server {
     pub fn rest_of_log(&self) -> Vec<String> {
         let mut rest = Vec::new();
         while let Ok(line) = self.stderr_rx.recv_timeout(Duration::from_secs(5)) {
+            self.history.lock().unwrap().push(line.clone());
             rest.push(line);
         }
         rest
+    }
+
+    /// Every stderr line read so far, from the first: those read while
+    /// starting, by [`Server::wait_for_log`] and by [`Server::rest_of_log`].
+    pub fn log_so_far(&self) -> Vec<String> {
+        self.history.lock().unwrap().clone()
+    }
+
+    /// The `field` of the first line whose message is exactly `message`
+    /// (see [`log_field`]), among the lines read so far or, waiting
+    /// (bounded) for it, those still to come.
+    pub fn log_value(&self, message: &str, field: &str) -> String {
+        let find = |lines: &[String]| lines.iter().find_map(|l| log_field(l, message, field));
+        if let Some(value) = find(&self.log_so_far()) {
+            return value;
+        }
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lines = self
+                .wait_for_log_within(message, left)
+                .unwrap_or_else(|seen| {
+                    panic!("no {message:?} line with {field}= in:\n{}", seen.join("\n"))
+                });
+            if let Some(value) = find(&lines) {
+                return value;
+            }
+        }
     }
 }
 
