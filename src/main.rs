@@ -81,31 +81,35 @@ fn main() -> ExitCode {
     };
     let settings = Settings::from_lookup(|name| matches.get_one::<String>(name).cloned());
     let format = settings.as_ref().map_or(LogFormat::Text, |s| s.log_format);
-    // Flushes the log on the way out.
-    let _log_writer = init_logging(format);
-    let failed = |message: String| {
-        match format {
-            LogFormat::Json => tracing::error!(error = %message, "exiting"),
-            LogFormat::Text => eprintln!("error: {message}"),
+    let log_writer = init_logging(format);
+    let outcome = match settings {
+        Ok(settings) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                let command = cli.command.unwrap_or(Command::Serve { dev: false });
+                runtime.block_on(run(command, settings))
+            }
+            Err(e) => Err(format!("cannot start the async runtime: {e}")),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let Err(message) = outcome else {
+        return ExitCode::SUCCESS;
+    };
+    // The reason is the last line, after everything logged before it.
+    match format {
+        LogFormat::Json => {
+            tracing::error!(error = %message, "exiting");
+            drop(log_writer);
         }
-        ExitCode::FAILURE
-    };
-    let settings = match settings {
-        Ok(settings) => settings,
-        Err(e) => return failed(e.to_string()),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return failed(format!("cannot start the async runtime: {e}")),
-    };
-    let command = cli.command.unwrap_or(Command::Serve { dev: false });
-    match runtime.block_on(run(command, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => failed(message),
+        LogFormat::Text => {
+            drop(log_writer);
+            eprintln!("error: {message}");
+        }
     }
+    ExitCode::FAILURE
 }
 
 /// Logs go to stderr; stdout carries only what a command prints (tokens).
