@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     };
     let settings = Settings::from_lookup(|name| matches.get_one::<String>(name).cloned());
     let format = settings.as_ref().map_or(LogFormat::Text, |s| s.log_format);
-    let log_writer = init_logging(format);
+    init_logging(format);
     let outcome = match settings {
         Ok(settings) => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -100,34 +100,20 @@ fn main() -> ExitCode {
     };
     // The reason is the last line, after everything logged before it.
     match format {
-        LogFormat::Json => {
-            tracing::error!(error = %message, "exiting");
-            drop(log_writer);
-        }
-        LogFormat::Text => {
-            drop(log_writer);
-            eprintln!("error: {message}");
-        }
+        LogFormat::Json => tracing::error!(error = %message, "exiting"),
+        LogFormat::Text => eprintln!("error: {message}"),
     }
     ExitCode::FAILURE
 }
 
-/// Logs go to stderr; stdout carries only what a command prints (tokens).
-/// A thread of its own writes them, so a request never waits on the
-/// terminal or the log shipper; lines are never dropped (when 128,000 are
-/// pending, logging waits).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr, one `write` per line; stdout carries only what a
+/// command prints (tokens). (A writer thread of its own cost more than the
+/// write: its channel spins with `sched_yield` and wakes a thread per line.)
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // Buffered: a busy server writes many lines per system call.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
     let logs = tracing_subscriber::fmt()
-        .with_writer(writer)
+        .with_writer(std::io::stderr)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => logs
@@ -141,7 +127,6 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             .with_span_list(false)
             .init(),
     }
-    guard
 }
 
 async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
