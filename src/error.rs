@@ -249,6 +249,10 @@ impl ApiError {
     }
 }
 
+/// Why a response is a 5xx, for the request's log line.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
 /// The error and each of its sources, for a log line.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     // Without sqlx's " at line N" of PostgreSQL's C source (see `db::describe`).
@@ -271,18 +275,18 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %error_chain(cause.as_ref()), "answering 503")
-            }
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %error_chain(cause.as_ref()), "internal error")
+        // The cause of a 5xx goes to the log, in the request's line (see
+        // `http::context`), never to the client.
+        let cause = match &self {
+            ApiError::Unavailable(cause) | ApiError::Internal(cause) => {
+                Some(ErrorCause(error_chain(cause.as_ref())))
             }
             ApiError::TooManyRequests { .. } | ApiError::TaskLimitReached { .. } => {
-                crate::metrics::refused(self.code())
+                crate::metrics::refused(self.code());
+                None
             }
-            _ => {}
-        }
+            _ => None,
+        };
         let status = self.status();
         let extra_header = match &self {
             // RFC 6750: a bare challenge when no credentials came, `invalid_token` when one did.
@@ -317,6 +321,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         if let Some((name, value)) = extra_header {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(cause);
         }
         response
     }

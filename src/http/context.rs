@@ -14,6 +14,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::error::ErrorCause;
 use crate::limits::Admission;
 
 #[derive(Default)]
@@ -54,22 +55,34 @@ pub async fn track(mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = route_of(&request);
     let request_id = request.headers().get("x-request-id").cloned();
+    tracing::debug!(target: "todo_api::request", method = %method, route = %route, "started processing request");
 
     let response = next.run(request).await;
 
     let status = response.status().as_u16();
     let latency = started.elapsed();
     crate::metrics::record_request(&method, &route, status, latency);
-    tracing::info!(
-        target: "todo_api::request",
-        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-        method = %method,
-        route = %route,
-        status,
-        latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
-        user_id = context.user_id().unwrap_or("-"),
-        "request"
-    );
+    // One line per request; a 5xx carries its cause (warn for 503, error for 500).
+    macro_rules! request_line {
+        ($level:ident $(, $cause:expr)?) => {
+            tracing::$level!(
+                target: "todo_api::request",
+                request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                method = %method,
+                route = %route,
+                status,
+                latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3,
+                user_id = context.user_id().unwrap_or("-"),
+                $(error = %$cause,)?
+                "request"
+            )
+        };
+    }
+    match response.extensions().get::<ErrorCause>() {
+        Some(cause) if status == 500 => request_line!(error, cause.0),
+        Some(cause) => request_line!(warn, cause.0),
+        None => request_line!(info),
+    }
     if context.holds_admission() {
         response.map(|body| {
             Body::new(HoldUntilSent {

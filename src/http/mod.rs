@@ -20,9 +20,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 pub use context::RequestContext;
 
@@ -86,18 +84,7 @@ pub fn with_layers(
         ))
         .layer(middleware::from_fn(context::track))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // The request line (with the status) is written by `context::track`.
-                .on_response(())
-                .on_failure(()),
-        )
         .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
 }
 
 /// Request ids are version-4 UUIDs drawn from a thread-local generator
@@ -113,17 +100,6 @@ impl MakeRequestId for RandomRequestId {
             .ok()
             .map(RequestId::new)
     }
-}
-
-/// The span of a request: method, path and request id. Not the query string,
-/// which is user data (and where a misguided client might put a token).
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), id = %id)
 }
 
 /// tower-http's CORS layer sends `Allow-Methods`, `Allow-Headers`,
@@ -171,5 +147,6 @@ async fn json_errors(response: Response) -> Response {
     for (name, value) in rendered_parts.headers.iter() {
         parts.headers.insert(name, value.clone());
     }
+    parts.extensions.extend(rendered_parts.extensions);
     Response::from_parts(parts, body)
 }

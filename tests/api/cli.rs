@@ -225,10 +225,10 @@ fn two_instances_start_on_one_new_sqlite_file() {
 fn graceful_shutdown_finishes_in_flight_requests() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    // tower_http=debug logs "started processing request": the moment to signal.
+    // todo_api::request=debug logs "started processing request": the moment to signal.
     let env = [
         ("BETTER_AUTH_SECRET", "graceful-secret"),
-        ("RUST_LOG", "info,tower_http=debug"),
+        ("RUST_LOG", "info,todo_api::request=debug"),
     ];
     let server = Server::start(dir.path(), &env, &[]).expect("server starts");
     let token = todo_api::auth::mint_hs256(b"graceful-secret", "alice", None, 600).unwrap();

@@ -191,8 +191,8 @@ fn a_stuck_client_does_not_delay_the_exit_past_the_shutdown_timeout() {
         ("HTTP_BODY_TIMEOUT", "120"),
         ("HTTP_HEADER_TIMEOUT", "120"),
         ("HTTP_REQUEST_TIMEOUT", "120"),
-        // tower_http=debug logs "started processing request": the request is in flight.
-        ("RUST_LOG", "info,tower_http=debug"),
+        // todo_api::request=debug logs "started processing request": the request is in flight.
+        ("RUST_LOG", "info,todo_api::request=debug"),
     ];
     let mut server = Server::start(dir.path(), &env, &[]).expect("server starts");
     let mut stuck = RawConn::connect(&server.addr);
