@@ -16,7 +16,8 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, Select,
+    Statement,
 };
 
 use crate::auth::Identity;
@@ -66,11 +67,43 @@ pub struct Listing {
 
 /// A row of the listing query: the task plus `COUNT(*) OVER ()`, so the page
 /// and the total come back in one round trip.
-#[derive(FromQueryResult)]
 struct CountedRow {
-    #[sea_orm(nested)]
     task: task::Model,
     total_count: i64,
+}
+
+/// A task read by column position: `Tasks::find()` selects the entity's
+/// columns in their declared order (id, user_id, title, description,
+/// completed, created_at, updated_at). Looking each column up by name cost
+/// more than decoding it.
+struct TaskRow(task::Model);
+
+fn task_at(row: &QueryResult) -> Result<task::Model, DbErr> {
+    Ok(task::Model {
+        id: row.try_get_by_index(0)?,
+        user_id: row.try_get_by_index(1)?,
+        title: row.try_get_by_index(2)?,
+        description: row.try_get_by_index(3)?,
+        completed: row.try_get_by_index(4)?,
+        created_at: row.try_get_by_index(5)?,
+        updated_at: row.try_get_by_index(6)?,
+    })
+}
+
+impl FromQueryResult for TaskRow {
+    fn from_query_result(row: &QueryResult, _: &str) -> Result<Self, DbErr> {
+        task_at(row).map(TaskRow)
+    }
+}
+
+impl FromQueryResult for CountedRow {
+    fn from_query_result(row: &QueryResult, _: &str) -> Result<Self, DbErr> {
+        Ok(CountedRow {
+            task: task_at(row)?,
+            // The column after the task's (see `list`).
+            total_count: row.try_get_by_index(7)?,
+        })
+    }
 }
 
 /// What the auth extractor hands the store besides the identity.
@@ -173,7 +206,9 @@ impl UserTasks {
                 let mut rows = db
                     .bounded(counted.into_model::<CountedRow>().stream(&unit))
                     .await?;
-                while let Some(row) = db.bounded(async { Ok::<_, DbErr>(rows.next().await) }).await? {
+                // Each wait for a row is bounded (see `Db::bounded`), not the
+                // whole stream: a client may read a long listing slowly.
+                while let Some(row) = db.next_within_deadline(&mut rows).await? {
                     yield row?;
                 }
             }
@@ -208,9 +243,14 @@ impl UserTasks {
         self.db
             .bounded(async {
                 let unit = self.db.unit().await?;
-                let task = self.owned().filter(Column::Id.eq(id)).one(&unit).await?;
+                let task = self
+                    .owned()
+                    .filter(Column::Id.eq(id))
+                    .into_model::<TaskRow>()
+                    .one(&unit)
+                    .await?;
                 unit.commit().await?;
-                Ok(task)
+                Ok(task.map(|TaskRow(task)| task))
             })
             .await
     }

@@ -178,9 +178,30 @@ impl Db {
             match tokio::time::timeout(deadline, work).await {
                 Ok(result) => result,
                 Err(_) => Err(E::from(DbErr::Conn(RuntimeErr::Internal(format!(
-                    "no answer from the database within {deadline:?}"
+                    "no answer from the database within {:.1} s",
+                    deadline.as_secs_f64()
                 ))))),
             }
+        }
+    }
+
+    /// The next item of a stream of rows, under the same deadline as
+    /// [`Db::bounded`] (but without its allocation: a listing waits once per row).
+    pub(crate) async fn next_within_deadline<S, T>(&self, rows: &mut S) -> Result<Option<T>, DbErr>
+    where
+        S: futures_util::Stream<Item = T> + Unpin,
+    {
+        use futures_util::StreamExt;
+        match self.shared.deadline {
+            None => Ok(rows.next().await),
+            Some(deadline) => tokio::time::timeout(deadline, rows.next())
+                .await
+                .map_err(|_| {
+                    DbErr::Conn(RuntimeErr::Internal(format!(
+                        "no answer from the database within {:.1} s",
+                        deadline.as_secs_f64()
+                    )))
+                }),
         }
     }
 

@@ -46,7 +46,40 @@ impl From<task::Model> for TaskOut {
 /// Fixed width (always six fractional digits, `Z`), so every endpoint prints
 /// the same instant the same way.
 fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    let mut buf = [0u8; 27];
+    match format_rfc3339_micros(t, &mut buf) {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written into `buf` (no allocation: a list
+/// writes two per task); `None` for years outside 0..=9999, which chrono's
+/// general formatting takes.
+fn format_rfc3339_micros<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 27]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let micros = t.timestamp_subsec_micros().min(999_999);
+    let fields: [(usize, u32, usize); 7] = [
+        (0, year as u32, 4),
+        (5, t.month(), 2),
+        (8, t.day(), 2),
+        (11, t.hour(), 2),
+        (14, t.minute(), 2),
+        (17, t.second().min(59), 2),
+        (20, micros, 6),
+    ];
+    *buf = *b"0000-00-00T00:00:00.000000Z";
+    for (at, mut value, width) in fields {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    std::str::from_utf8(buf).ok()
 }
 
 /// Body of a successful `DELETE`.
@@ -63,4 +96,29 @@ pub struct DeletedOut {
 pub struct HealthOut {
     #[schema(example = "ok")]
     pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_print_as_chrono_prints_them() {
+        for t in [
+            Utc.with_ymd_and_hms(2026, 1, 18, 10, 0, 0).unwrap(),
+            Utc.timestamp_micros(1_795_000_000_123_456).unwrap(),
+            Utc.timestamp_micros(0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.timestamp_micros(-1).unwrap(),
+        ] {
+            let mut buf = [0u8; 27];
+            assert_eq!(
+                format_rfc3339_micros(&t, &mut buf),
+                Some(t.to_rfc3339_opts(SecondsFormat::Micros, true).as_str())
+            );
+        }
+        let far = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(format_rfc3339_micros(&far, &mut [0; 27]), None);
+    }
 }
