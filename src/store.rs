@@ -367,7 +367,7 @@ impl UserTasks {
         if let Some(keyed) = keyed {
             let response = StoredResponse {
                 status: 201,
-                body: serde_json::to_string(&TaskOut::from(task.clone()))
+                body: String::from_utf8(TaskOut::from(task.clone()).to_json())
                     .map_err(|e| DbErr::Custom(e.to_string()))?,
                 location: Some(location(task.id)),
                 task_id: Some(task.id),

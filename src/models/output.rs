@@ -43,6 +43,68 @@ impl From<task::Model> for TaskOut {
     }
 }
 
+impl TaskOut {
+    /// The task's JSON, exactly as its `Serialize` derive writes it (same
+    /// keys, order, escaping: a test compares), without serde's byte-by-byte
+    /// escaping of strings that need none. Every response carrying tasks
+    /// uses it; lists write tens of thousands.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"id\":");
+        out.extend_from_slice(number.format(self.id).as_bytes());
+        out.extend_from_slice(b",\"user_id\":");
+        write_json_str(out, &self.user_id);
+        out.extend_from_slice(b",\"title\":");
+        write_json_str(out, &self.title);
+        out.extend_from_slice(b",\"description\":");
+        match &self.description {
+            Some(d) => write_json_str(out, d),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if self.completed {
+            b",\"completed\":true"
+        } else {
+            b",\"completed\":false"
+        });
+        for (key, at) in [
+            (&b",\"created_at\":"[..], &self.created_at),
+            (&b",\"updated_at\":"[..], &self.updated_at),
+        ] {
+            out.extend_from_slice(key);
+            let mut buf = [0u8; 27];
+            match format_rfc3339_micros(at, &mut buf) {
+                Some(text) => {
+                    out.push(b'"');
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'"');
+                }
+                None => write_json_str(out, &at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// The task as a JSON response body.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        out
+    }
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping (the
+/// usual case), else escaped by serde_json.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing to a Vec cannot fail; keep the output valid JSON regardless.
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Fixed width (always six fractional digits, `Z`), so every endpoint prints
 /// the same instant the same way.
 fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -102,6 +164,33 @@ pub struct HealthOut {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn write_json_is_what_serde_writes() {
+        let t = Utc.timestamp_micros(1_795_000_000_123_456).unwrap();
+        for (title, description) in [
+            ("Buy milk", None),
+            (
+                "quote \" backslash \\ tab \t nul-free \u{1} é 😀 </script>",
+                Some("line\nbreak"),
+            ),
+            ("", Some("")),
+        ] {
+            let task = TaskOut {
+                id: 9_007_199_254_740_993,
+                user_id: "Kx3b9 \"u\"".into(),
+                title: title.into(),
+                description: description.map(str::to_owned),
+                completed: title.is_empty(),
+                created_at: t,
+                updated_at: Utc.timestamp_micros(0).unwrap(),
+            };
+            assert_eq!(
+                String::from_utf8(task.to_json()).unwrap(),
+                serde_json::to_string(&task).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn timestamps_print_as_chrono_prints_them() {

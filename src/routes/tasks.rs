@@ -97,6 +97,22 @@ pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Res
         .into_response())
 }
 
+/// A task as a response body (see `TaskOut::write_json`).
+pub struct TaskJson(task::Model);
+
+impl IntoResponse for TaskJson {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            TaskOut::from(self.0).to_json(),
+        )
+            .into_response()
+    }
+}
+
 /// Pages up to this long are answered in one piece (see `list_tasks`).
 const WHOLE_PAGE_LIMIT: u64 = 100;
 
@@ -112,7 +128,7 @@ async fn whole_array(
             out.push(b',');
         }
         first = false;
-        serde_json::to_writer(&mut out, &TaskOut::from(task?)).map_err(ApiError::internal)?;
+        TaskOut::from(task?).write_json(&mut out);
     }
     out.push(b']');
     Ok(out)
@@ -133,7 +149,7 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'sta
                 })?;
                 chunk.push(if opened { b',' } else { b'[' });
                 opened = true;
-                serde_json::to_writer(&mut chunk, &TaskOut::from(task))?;
+                TaskOut::from(task).write_json(&mut chunk);
             }
             yield Bytes::from(chunk);
             // Rows already buffered never make the stream wait, so without
@@ -198,7 +214,7 @@ pub async fn create_task(
             if let Ok(location) = HeaderValue::try_from(location(task.id)) {
                 headers.insert(header::LOCATION, location);
             }
-            Ok((StatusCode::CREATED, headers, Json(TaskOut::from(task))).into_response())
+            Ok((StatusCode::CREATED, headers, TaskJson(task)).into_response())
         }
         Created::Replayed(first) => {
             let mut response = (
@@ -226,9 +242,9 @@ pub async fn create_task(
     params(TaskId),
     responses((status = 200, description = "The task", body = TaskOut))
 )]
-pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<Json<TaskOut>, ApiError> {
+pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<TaskJson, ApiError> {
     let task = tasks.get(id).await?.ok_or(ApiError::TaskNotFound)?;
-    Ok(Json(task.into()))
+    Ok(TaskJson(task))
 }
 
 /// Change any of title, description, completed; absent fields keep their value.
@@ -244,13 +260,13 @@ pub async fn update_task(
     tasks: UserTasks,
     TaskId { id }: TaskId,
     body: JsonObject,
-) -> Result<Json<TaskOut>, ApiError> {
+) -> Result<TaskJson, ApiError> {
     let changes = TaskChanges::from_json(&body.required()?)?;
     let task = tasks
         .update(id, changes)
         .await?
         .ok_or(ApiError::TaskNotFound)?;
-    Ok(Json(task.into()))
+    Ok(TaskJson(task))
 }
 
 /// Delete one of the caller's tasks.
@@ -284,11 +300,11 @@ pub async fn complete_task(
     tasks: UserTasks,
     TaskId { id }: TaskId,
     body: JsonObject,
-) -> Result<Json<TaskOut>, ApiError> {
+) -> Result<TaskJson, ApiError> {
     let request = CompleteRequest::from_json(body.0.as_ref())?;
     let task = tasks
         .set_completed(id, request.completed)
         .await?
         .ok_or(ApiError::TaskNotFound)?;
-    Ok(Json(task.into()))
+    Ok(TaskJson(task))
 }
