@@ -9,6 +9,10 @@ use todo_api::config::{LogFormat, SETTINGS};
 use todo_api::{Settings, StartupError, auth, config};
 use tokio::net::{TcpListener, TcpSocket};
 
+/// mimalloc (v2): faster than glibc's allocator for the many small
+/// allocations of a request, and it returns freed memory within 10 ms
+/// instead of keeping per-thread arenas; built to commit memory as it is
+/// used (`.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
