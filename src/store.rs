@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::{Stream, StreamExt};
-use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order};
+use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order, Query, QueryStatementBuilder};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, Select,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, Select, Statement,
 };
 
 use crate::auth::Identity;
@@ -285,8 +284,16 @@ impl UserTasks {
         new: NewTask,
         keyed: Option<&KeyedRequest>,
     ) -> Result<Created, StoreError> {
-        let txn = self.db.begin_write().await?;
-        match self.create_steps(&txn, new, keyed).await {
+        // Creates of one user must not interleave (the limit is counted
+        // inside the insert): on PostgreSQL a per-user lock, taken with
+        // `BEGIN` unless a key must be checked first (SQLite's `BEGIN
+        // IMMEDIATE` already serialises writers).
+        let user_lock = idempotency::stable_hash(&[b"tasks", self.owner.as_bytes()]);
+        let txn = self
+            .db
+            .begin_write(keyed.is_none().then_some(user_lock))
+            .await?;
+        match self.create_steps(&txn, new, keyed, user_lock).await {
             Ok(created @ Created::New(_)) => {
                 txn.commit().await?;
                 Ok(created)
@@ -302,12 +309,15 @@ impl UserTasks {
         }
     }
 
-    /// The statements of a create, in `txn`; the caller commits.
+    /// The statements of a create, in `txn`; the caller commits. Three round
+    /// trips on PostgreSQL without a key: `BEGIN` with the lock, the insert,
+    /// `COMMIT`.
     async fn create_steps(
         &self,
         txn: &Unit,
         new: NewTask,
         keyed: Option<&KeyedRequest>,
+        user_lock: i64,
     ) -> Result<Created, StoreError> {
         let now = now();
         let postgres = self.db.backend() == DbBackend::Postgres;
@@ -317,6 +327,9 @@ impl UserTasks {
                 && !try_lock_xact(txn, idempotency::lock_key(&self.owner, &keyed.key)).await?
             {
                 return Err(StoreError::IdempotencyInProgress);
+            }
+            if postgres {
+                lock_xact(txn, user_lock).await?;
             }
             match idempotency::prior(txn, &self.owner, keyed, now).await? {
                 Prior::None => {}
@@ -333,37 +346,49 @@ impl UserTasks {
                 Prior::Mismatch => return Err(StoreError::IdempotencyMismatch),
             }
         }
-        // Counting and inserting must not interleave with another create of
-        // this user: on PostgreSQL a per-user lock (SQLite's BEGIN IMMEDIATE
-        // already serialises writers).
-        if postgres {
-            lock_xact(
-                txn,
-                idempotency::stable_hash(&[b"tasks", self.owner.as_bytes()]),
+        // INSERT ... SELECT ... WHERE (the user's count) < limit: under the
+        // lock, the count sees every committed create; no row means the limit.
+        let count = Query::select()
+            .expr(Expr::col(Column::Id).count())
+            .from(Tasks)
+            .and_where(Column::UserId.eq(&*self.owner))
+            .to_owned();
+        let values = Query::select()
+            .exprs([
+                Expr::val(self.owner.to_string()),
+                Expr::val(new.title.into_string()),
+                Expr::val(new.description),
+                Expr::val(new.completed),
+                Expr::val(now),
+                Expr::val(now),
+            ])
+            .and_where(
+                Expr::SubQuery(None, Box::new(count.into_sub_query_statement()))
+                    .lt(i64::try_from(self.max_tasks).unwrap_or(i64::MAX)),
             )
-            .await?;
-        }
-        if self.owned().count(txn).await? >= self.max_tasks {
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(Tasks)
+            .columns([
+                Column::UserId,
+                Column::Title,
+                Column::Description,
+                Column::Completed,
+                Column::CreatedAt,
+                Column::UpdatedAt,
+            ])
+            .select_from(values)
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+            .returning_all()
+            .to_owned();
+        // Read to the end (`query_all`): a statement left unfinished would
+        // leave SQLite's error unseen.
+        let Some(row) = txn.query_all(&insert).await?.into_iter().next() else {
             return Err(StoreError::TaskLimitReached {
                 limit: self.max_tasks,
             });
-        }
-        let row = task::ActiveModel {
-            user_id: Set(self.owner.to_string()),
-            title: Set(new.title.into_string()),
-            description: Set(new.description),
-            completed: Set(new.completed),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
         };
-        // Read to the end: `exec_with_returning` (one row) would not step a
-        // SQLite statement to completion.
-        let task = Tasks::insert(row)
-            .exec_with_returning_many(txn)
-            .await?
-            .pop()
-            .ok_or(DbErr::RecordNotInserted)?;
+        let task = task_at(&row)?;
         if let Some(keyed) = keyed {
             let response = StoredResponse {
                 status: 201,

@@ -101,7 +101,7 @@ impl Db {
             (_, PoolMode::Session) => Ok(Unit::Postgres(
                 self.conn.get_postgres_connection_pool().clone(),
             )),
-            (_, PoolMode::Transaction) => self.begin_postgres().await,
+            (_, PoolMode::Transaction) => self.begin_postgres(None).await,
         }
     }
 
@@ -109,7 +109,10 @@ impl Db {
     /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
     /// reads first and then writes fails at once under contention instead of
     /// waiting its turn.
-    pub(crate) async fn begin_write(&self) -> Result<Unit, DbErr> {
+    ///
+    /// `postgres_lock`: a transaction-level advisory lock taken in the same
+    /// round trip as `BEGIN` (SQLite needs none: it has one writer).
+    pub(crate) async fn begin_write(&self, postgres_lock: Option<i64>) -> Result<Unit, DbErr> {
         match self.backend() {
             DbBackend::Sqlite => Ok(Unit::SqliteTransaction(
                 Box::pin(Transaction::<Sqlite>::begin(
@@ -119,23 +122,28 @@ impl Db {
                 ))
                 .await?,
             )),
-            _ => self.begin_postgres().await,
+            _ => self.begin_postgres(postgres_lock).await,
         }
     }
 
-    /// `BEGIN`; behind a transaction-mode pooler with `SET LOCAL
-    /// statement_timeout` and unnamed statements (see [`pooled`]).
-    async fn begin_postgres(&self) -> Result<Unit, DbErr> {
+    /// `BEGIN` (and the lock) in one round trip; behind a transaction-mode
+    /// pooler with `SET LOCAL statement_timeout` and unnamed statements (see
+    /// [`pooled`]).
+    async fn begin_postgres(&self, lock: Option<i64>) -> Result<Unit, DbErr> {
         let pooled = self.shared.pool_mode == PoolMode::Transaction;
-        let begin = if pooled {
-            self.shared.begin_pooled.as_str()
+        let mut begin = if pooled {
+            self.shared.begin_pooled.clone()
         } else {
-            "BEGIN"
+            "BEGIN".to_owned()
         };
+        if let Some(key) = lock {
+            // An integer: nothing to escape.
+            begin.push_str(&format!("; SELECT pg_advisory_xact_lock({key})"));
+        }
         Ok(Unit::PgTransaction(
             Box::pin(Transaction::<Postgres>::begin(
                 self.conn.get_postgres_connection_pool(),
-                begin,
+                &begin,
                 !pooled,
             ))
             .await?,
