@@ -475,7 +475,7 @@ async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label }) 
   const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${path.join(HERE, 'pgbench', KIND_SCRIPTS[k])}@${w}`]).flat();
   const vars = {
     users: N_USERS, tasks: N_TASKS, base, uid_base: UID_BASE.toString(), limit: LIMIT, one: 1, now: 'now',
-    title: 'Bench task', description: 'Created by the todo-api benchmark', completed: 'false', newtitle: 'Renamed task',
+    title: 'Bench task', description: 'Created by the todo-api benchmark', completed: 'false', newtitle: 'Renamed task', maxtasks: 10000,
   };
   const defs = Object.entries(vars).map(([k, v]) => ['-D', `${k}=${v}`]).flat();
   const common = ['-h', pg.host, '-p', String(pg.port), '-U', 'postgres', '-n', '-M', 'prepared',
@@ -547,14 +547,13 @@ function pgssSnapshot(pg, db) {
   });
 }
 
-/** The statement of each pgbench script, as pg_stat_statements will show it (:var -> $n). */
+/** The statements of each pgbench script, as pg_stat_statements will show them (:var -> $n). */
 function pgbenchStatements() {
   const out = {};
   for (const [kind, file] of Object.entries(KIND_SCRIPTS)) {
-    const sqlLine = fs.readFileSync(path.join(HERE, 'pgbench', file), 'utf8').split('\n')
-      .find((l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\'));
-    let n = 0;
-    out[kind] = sqlLine.replace(/:[a-z_]+/g, () => `$${++n}`).replace(/;\s*$/, '');
+    out[kind] = fs.readFileSync(path.join(HERE, 'pgbench', file), 'utf8').split('\n')
+      .filter((l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\'))
+      .map((l) => { let n = 0; return l.replace(/:[a-z_]+/g, () => `$${++n}`).replace(/;\s*$/, ''); });
   }
   return out;
 }
@@ -563,7 +562,7 @@ const normSql = (q) => q.replace(/\s+/g, ' ').replace(/;\s*$/, '').trim();
 function labelStatements(stats, requests) {
   const mine = pgbenchStatements();
   return stats.map((s) => {
-    const kind = Object.keys(mine).find((k) => normSql(mine[k]) === normSql(s.query)) ?? null;
+    const kind = Object.keys(mine).find((k) => mine[k].some((m) => normSql(m) === normSql(s.query))) ?? null;
     return {
       kind,
       calls: s.calls,
