@@ -101,13 +101,21 @@ macro_rules! transaction_impl {
         impl Transaction<$db> {
             /// `begin` is the opening statement(s), sent in one round trip.
             pub async fn begin(pool: &$pool, begin: &str, persistent: bool) -> Result<Self, DbErr> {
-                let mut conn = pool.acquire().await.map_err(acquire_err)?;
-                run!(unprepared, &mut *conn, begin)?;
-                Ok(Transaction {
+                let conn = pool.acquire().await.map_err(acquire_err)?;
+                // The guard exists before `BEGIN` is sent. If this future is
+                // dropped (the client went away) after the database ran it
+                // but before its answer was read, or if it failed, the
+                // connection is closed: back in the pool it would still be
+                // inside a transaction, and on SQLite every later `BEGIN`
+                // on it failed, while on PostgreSQL later statements on it
+                // ran in a transaction no one commits (holding its locks).
+                let mut txn = Transaction {
                     conn: Mutex::new(conn),
                     persistent,
                     open: true,
-                })
+                };
+                run!(unprepared, &mut **txn.conn.get_mut(), begin)?;
+                Ok(txn)
             }
 
             /// Its error is the write's: a write is acknowledged only once this succeeded.

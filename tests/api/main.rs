@@ -9,6 +9,7 @@
 #[macro_use]
 mod common;
 
+mod abandoned;
 mod auth;
 mod better_auth;
 mod browser;

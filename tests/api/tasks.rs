@@ -252,6 +252,17 @@ async fn create_rejects_bad_input(backend: Backend) {
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
         assert_eq!(error_code(&err), "unsupported_media_type");
     }
+    // The type is checked before the size: a large body of another type is
+    // 415, not 413 (specs/api: content type, size, syntax, in that order).
+    let large = "x".repeat(70 * 1024);
+    for ct in [Some("text/plain"), None] {
+        let (status, err) = post(&app, &alice, &large, ct).await;
+        assert_eq!(
+            (status, error_code(&err)),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            "{ct:?}"
+        );
+    }
     // JSON with parameters or a +json type is fine.
     for ct in [
         "application/json; charset=utf-8",

@@ -1,0 +1,151 @@
+//! Clients that go away mid-request (a closed tab, a load tool stopping, a
+//! proxy's timeout) leave nothing behind. Their requests are cancelled at any
+//! point, including between the database running a create's `BEGIN` and the
+//! service reading its answer: that connection must not go back to the pool
+//! inside a transaction. (It did: on SQLite every later create on it failed
+//! with "cannot start a transaction within a transaction" and its open
+//! transaction held the write lock, so other writes got 503 after the busy
+//! timeout; on PostgreSQL later statements on it would have run in a
+//! transaction no one commits.)
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::common::{Backend, TestApp, send};
+
+/// Abandoning clients per round, rounds, and writers working meanwhile.
+const ABANDONERS: usize = 8;
+const ROUNDS: usize = 60;
+const WRITERS: usize = 4;
+const POOL: usize = 3;
+
+async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
+    let Some(app) = TestApp::builder(backend)
+        .env("DB_MAX_CONNECTIONS", &POOL.to_string())
+        // A lock left held fails fast instead of after 10 s.
+        .env("DB_STATEMENT_TIMEOUT", "2")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let ghosts: Vec<String> = (0..ABANDONERS)
+        .map(|i| app.token(&format!("ghost{i}")))
+        .collect();
+
+    // Writers toggle their own task throughout: every answer must be a 200.
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let token = app.token(&format!("writer{w}"));
+        let task = app.create(&token, json!({"title": "toggled"})).await;
+        let path = format!("/api/tasks/{}/complete", task["id"]);
+        let client = app.client.clone();
+        let url = app.url(&path);
+        writers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..ROUNDS {
+                let status = client
+                    .patch(&url)
+                    .bearer_auth(&token)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+
+    // Abandoners send a whole create and close the connection after a
+    // varying number of scheduler turns, so the server is cancelled at
+    // every stage: before the token check, waiting for a connection or the
+    // write lock, after BEGIN, during the insert, during COMMIT.
+    let mut abandoners = Vec::new();
+    for (i, token) in ghosts.iter().enumerate() {
+        let token = token.clone();
+        let addr = addr.clone();
+        abandoners.push(tokio::spawn(async move {
+            let body = r#"{"title":"abandoned"}"#;
+            let request = format!(
+                "POST /api/tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            for round in 0..ROUNDS {
+                let Ok(mut stream) = TcpStream::connect(&addr).await else {
+                    continue;
+                };
+                if stream.write_all(request.as_bytes()).await.is_err() {
+                    continue;
+                }
+                for _ in 0..((round * 7 + i * 13) % 40) {
+                    tokio::task::yield_now().await;
+                }
+                drop(stream);
+            }
+        }));
+    }
+    for a in abandoners {
+        a.await.unwrap();
+    }
+    for w in writers {
+        let statuses = w.await.unwrap();
+        assert!(
+            statuses.iter().all(|&s| s == 200),
+            "a writer got other answers than 200 while clients abandoned creates: {statuses:?}"
+        );
+    }
+
+    // Every connection of the pool works, and writes through each commit:
+    // more rounds than connections, each a create (with the abandoning
+    // user's lock on PostgreSQL) and a toggle, checked over a connection of
+    // the test's own (which sees only committed rows).
+    for round in 0..3 * POOL {
+        for (i, token) in ghosts.iter().enumerate() {
+            let (status, task) = send(
+                app.request(Method::POST, "/api/tasks", token)
+                    .timeout(Duration::from_secs(30))
+                    .json(&json!({"title": format!("after {round}")})),
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::CREATED,
+                "ghost{i}, round {round}: {task}"
+            );
+            let (status, toggled) = send(app.request(
+                Method::PATCH,
+                &format!("/api/tasks/{}/complete", task["id"]),
+                token,
+            ))
+            .await;
+            assert_eq!(status, StatusCode::OK, "ghost{i}, round {round}: {toggled}");
+        }
+    }
+    let stored = app.db.snapshot().await;
+    let after: Vec<&Value> = stored
+        .iter()
+        .filter(|t| t["title"].as_str().is_some_and(|t| t.starts_with("after ")))
+        .collect();
+    assert_eq!(
+        after.len(),
+        3 * POOL * ABANDONERS,
+        "every acknowledged create is committed"
+    );
+    assert!(
+        // SQLite's rows read as JSON give booleans as 0 and 1.
+        after
+            .iter()
+            .all(|t| t["completed"] == json!(true) || t["completed"] == json!(1)),
+        "every acknowledged toggle is committed"
+    );
+}
+
+on_each_database!(abandoned_requests_leave_no_transaction_open);
