@@ -221,6 +221,8 @@ fn warn_about_weak_secret(settings: &Settings) {
 /// Listens at once; reaches the database in the background (it may be late),
 /// and exits with an error if it cannot within `DB_STARTUP_TIMEOUT`.
 async fn serve(settings: Settings) -> Result<(), StartupError> {
+    // Before anything is logged: a SIGTERM that follows any log line is ours.
+    let signalled = shutdown_signal();
     todo_api::http::server::raise_open_file_limit();
     let app = todo_api::build(&settings).await?;
     let listener = listen(settings.server.listen).map_err(|source| StartupError::Bind {
@@ -233,7 +235,7 @@ async fn serve(settings: Settings) -> Result<(), StartupError> {
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
-            () = shutdown_signal() => {}
+            () = signalled => {}
             _ = failed_rx => {}
         }
     };
@@ -290,22 +292,35 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal sent as soon as the
+/// server has logged anything must not find the default action (exit 143).
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let received = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        // A handler that could not be installed leaves the default action
+        // (exit) in place for its signal, so only the other is awaited.
+        let recv = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        async move {
+            tokio::select! { () = recv(interrupt) => {}, () = recv(terminate) => {} }
         }
     };
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { _ = interrupt => {}, _ = terminate => {} }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+    let received = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    async move {
+        received.await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+    }
 }
