@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import http from 'node:http';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -24,8 +25,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
-  'sql-trace', 'health', 'pg-list', 'pg-mix', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'sqlite-list', 'sqlite-mix',
+  'startup', 'sql-trace', 'health', 'pg-list', 'pg-mix', 'pg-mix-eddsa',
+  'pgbench-list', 'pgbench-mix', 'pg-list-1000', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -112,7 +113,7 @@ for (const s of scenarios) {
   if (!ALL_SCENARIOS.includes(s) && !OPTIONAL_SCENARIOS.includes(s)) die(`unknown scenario ${s}`);
 }
 const want = (s) => scenarios.includes(s);
-const wantPg = scenarios.some((s) => !s.startsWith('sqlite'));
+const wantPg = scenarios.some((s) => !s.startsWith('sqlite') && s !== 'startup');
 const wantSqlite = scenarios.some((s) => s.startsWith('sqlite'));
 
 function int(v, name) {
@@ -267,10 +268,14 @@ function tail(file, lines = 20) {
 // Users, tokens, seed data.
 
 function makeUsers(secret, edKeys) {
+  return makeUsersFrom(UID_BASE, N_USERS, secret, edKeys);
+}
+
+function makeUsersFrom(first, count, secret, edKeys) {
   const now = Math.floor(Date.now() / 1000);
   const users = [];
-  for (let u = 0; u < N_USERS; u++) {
-    const sub = (UID_BASE + BigInt(u)).toString();
+  for (let u = 0; u < count; u++) {
+    const sub = (first + BigInt(u)).toString();
     const claims = { sub, iat: now, exp: now + 6 * 3600 };
     users.push({ sub, hs256: mintHs256(secret, claims), eddsa: mintEdDsa(edKeys, claims), ids: [] });
   }
@@ -724,6 +729,119 @@ function table(rows) {
 
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Cold start and a long list: timed one request at a time, not under load.
+
+const STARTUP_RUNS = 10;
+const LONG_LIST = 1000;
+const LONG_LIST_REQUESTS = 200;
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** Milliseconds from spawning `todo-api serve` on SQLite to its first 200 from /health/ready (polled every ms). */
+async function startupOnce({ bin, file, auth, tmp }) {
+  const port = await freePort();
+  const t0 = process.hrtime.bigint();
+  const child = spawn(bin, ['serve'], {
+    cwd: tmp,
+    env: serverEnv({ DATABASE_URL: `sqlite://${file}?mode=rwc`, PORT: String(port), RUST_LOG: 'warn', ...auth }),
+    stdio: 'ignore',
+  });
+  let exited = null;
+  child.on('exit', (code, signal) => { exited = { code, signal }; });
+  try {
+    for (;;) {
+      if (exited) throw new Error(`server exited during start-up (${JSON.stringify(exited)})`);
+      const ok = await new Promise((resolve) => {
+        const req = net.connect(port, '127.0.0.1', () => {
+          req.end(`GET /health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`);
+        });
+        let head = '';
+        req.on('data', (d) => { head += d; });
+        req.on('end', () => resolve(head.startsWith('HTTP/1.1 200')));
+        req.on('error', () => resolve(false));
+      });
+      if (ok) return Number(process.hrtime.bigint() - t0) / 1e6;
+      if (Number(process.hrtime.bigint() - t0) > 30e9) throw new Error('server not ready after 30 s');
+      await sleep(1);
+    }
+  } finally {
+    child.kill('SIGKILL');
+    await new Promise((resolve) => (exited ? resolve() : child.on('exit', resolve)));
+  }
+}
+
+/** Cold start to ready on SQLite: a new file (migrations run) and the same file again (nothing to migrate). */
+async function startupScenario({ auth, tmp }) {
+  const bin = serverUnderTest(tmp);
+  const dir = path.join(tmp, 'startup');
+  fs.mkdirSync(dir, { recursive: true });
+  const fresh = [];
+  const existing = [];
+  for (let i = 0; i < STARTUP_RUNS; i++) {
+    const file = path.join(dir, `start-${i}.db`);
+    fresh.push(await startupOnce({ bin, file, auth, tmp }));
+    existing.push(await startupOnce({ bin, file, auth, tmp }));
+  }
+  const r = (v) => ({ median_ms: round(median(v), 1), min_ms: round(Math.min(...v), 1), max_ms: round(Math.max(...v), 1) });
+  return { runs: STARTUP_RUNS, new_file: r(fresh), existing_file: r(existing) };
+}
+
+/** GET one page of `limit` tasks on a kept-alive connection; ms to the last byte, and the body's size. */
+function timedGet(agent, server, token, urlPath) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const req = http.get(server.base + urlPath, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let bytes = 0;
+      res.on('data', (d) => { bytes += d.length; });
+      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6, bytes }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/**
+ * One user with 1,000 tasks (each with a description), listed whole 50 times,
+ * one request at a time. The time is the client's, to the last byte: an upper
+ * bound of the server's (it includes loopback and Node's parsing); the
+ * server's own CPU per request comes from /proc (10 ms ticks over the run).
+ */
+async function longListScenario({ server, secret, edKeys }) {
+  const [user] = makeUsersFrom(UID_BASE + 999_999n, 1, secret, edKeys);
+  for (let k = 0; k < LONG_LIST; k++) {
+    const r = await api(server, user.hs256, 'POST', '/api/tasks', {
+      title: `Long list task ${k + 1}`,
+      description: `Seeded by the todo-api benchmark: task ${k + 1} of ${LONG_LIST} in one user's list.`,
+    });
+    if (r.status !== 201) throw new Error(`seeding the long list: POST /api/tasks answered ${r.status}: ${JSON.stringify(r.body)}`);
+  }
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const urlPath = `/api/tasks?limit=${LONG_LIST}`;
+    for (let i = 0; i < 5; i++) await timedGet(agent, server, user.hs256, urlPath);
+    const times = [];
+    let bytes = 0;
+    const cpuBefore = cpuSeconds(server.pid);
+    for (let i = 0; i < LONG_LIST_REQUESTS; i++) {
+      const r = await timedGet(agent, server, user.hs256, urlPath);
+      if (r.status !== 200) throw new Error(`GET ${urlPath} answered ${r.status}`);
+      times.push(r.ms);
+      bytes = r.bytes;
+    }
+    const serverCpuMs = ((cpuSeconds(server.pid) - cpuBefore) * 1000) / LONG_LIST_REQUESTS;
+    const sorted = [...times].sort((a, b) => a - b);
+    return {
+      tasks: LONG_LIST, requests: LONG_LIST_REQUESTS, body_bytes: bytes, server_cpu_ms_per_request: round(serverCpuMs, 2),
+      median_ms: round(median(times), 2), p90_ms: round(percentile(sorted, 90), 2), max_ms: round(sorted[sorted.length - 1], 2),
+    };
+  } finally {
+    agent.destroy();
+  }
+}
+
 async function main() {
   need('wrk');
   if (wantPg) { need('pgbench'); need('psql'); }
@@ -771,6 +889,12 @@ async function main() {
     const extra = r.tool === 'pgbench' ? ` (pgbench -c ${r.clients})` : '';
     log(`${r.name}${extra}: ${fmt(r.rps)} req/s, p50 ${fmt(r.latency_ms?.p50, 2)} ms, p99 ${fmt(r.latency_ms?.p99, 2)} ms, errors ${r.errors?.total}`);
   };
+
+  if (want('startup')) {
+    log(`startup: ${STARTUP_RUNS} cold starts to ready on a new SQLite file, and again on it`);
+    results.startup = await startupScenario({ auth, tmp });
+    log(`startup: new file ${results.startup.new_file.median_ms} ms, existing file ${results.startup.existing_file.median_ms} ms (medians)`);
+  }
 
   // --- PostgreSQL -----------------------------------------------------------
   if (wantPg) {
@@ -861,6 +985,11 @@ async function main() {
       log('callgrind: a second server instance under valgrind (slow)');
       results.callgrind = await callgrindScenario({ pg, db, auth, users, tmp });
     }
+    if (want('pg-list-1000')) {
+      // Last: its rows are not the seeded ones (the resets above would delete them).
+      results.list_1000_pg = await longListScenario({ server, secret, edKeys });
+      log(`pg-list-1000: median ${results.list_1000_pg.median_ms} ms, server CPU ${results.list_1000_pg.server_cpu_ms_per_request} ms per request`);
+    }
     results.server_log_bytes_pg = fs.statSync(server.logFile).size;
     await server.stop();
   }
@@ -884,6 +1013,10 @@ async function main() {
     if (want('sqlite-mix')) {
       const m = await runWrk({ server, mix: mixSpec(MIX), dataFile: data, duration: DURATION, label: 'sqlite-mix' });
       record({ name: 'sqlite-mix', description: 'realistic mix, SQLite file (writes serialise)', mix: mixSpec(MIX), ...(await m(ctx)) });
+    }
+    if (want('sqlite-list-1000')) {
+      results.list_1000_sqlite = await longListScenario({ server, secret, edKeys });
+      log(`sqlite-list-1000: median ${results.list_1000_sqlite.median_ms} ms, server CPU ${results.list_1000_sqlite.server_cpu_ms_per_request} ms per request`);
     }
     results.server_log_bytes_sqlite = fs.statSync(server.logFile).size;
     await server.stop();
@@ -927,6 +1060,13 @@ async function main() {
     for (const [kind, t] of Object.entries(trace)) {
       out.push(`  ${kind.padEnd(13)} ${t.statements_executed} statement(s), ${t.round_trips} round trip(s) (${t.lone_syncs} bare Sync ping(s))`);
     }
+  }
+  if (results.startup) {
+    out.push('');
+    out.push(`Cold start to ready, SQLite (median of ${results.startup.runs}): new file ${results.startup.new_file.median_ms} ms, existing file ${results.startup.existing_file.median_ms} ms`);
+  }
+  for (const [db, r] of [['PostgreSQL', results.list_1000_pg], ['SQLite', results.list_1000_sqlite]]) {
+    if (r) out.push(`List of ${r.tasks} tasks, ${db}, one request at a time (${r.body_bytes} bytes): client time to last byte median ${r.median_ms} ms, p90 ${r.p90_ms} ms; server CPU ${r.server_cpu_ms_per_request} ms per request`);
   }
   if (results.callgrind) {
     out.push('');

@@ -10,6 +10,14 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;
 
+/// Rows a SQLite connection's worker thread may read ahead of the request
+/// that consumes them (sqlx's default is 50). sqlx hands every row over a
+/// channel; at 50 the worker blocks and is woken again every few rows of a
+/// long list, two thread switches per hand-off. A page is at most 1,000 rows
+/// (a few hundred KiB), so a whole page fits; an unbounded listing still
+/// waits for its reader beyond that.
+const SQLITE_ROW_BUFFER: usize = 1024;
+
 /// A request waiting for a connection to a dead database answers 503 this soon.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -89,6 +97,7 @@ pub(super) fn options(
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
+                .row_buffer_size(SQLITE_ROW_BUFFER)
                 .with_regexp()
         });
     match pool_mode {
