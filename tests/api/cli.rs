@@ -299,3 +299,135 @@ fn unreachable_jwks_is_logged_and_answered_401() {
     log.push(server.terminate().1);
     assert!(!log.join("\n").contains(&token), "tokens are never logged");
 }
+
+/// What a newcomer meets: every setting in `--help` under its variable, flags
+/// that override the environment, the docs URL in the dev banner, a warning
+/// for a weak secret (never the secret), and `token` refusing a subject the
+/// server would refuse.
+#[test]
+fn the_cli_explains_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = todo_api(dir.path(), &[])
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for setting in [
+        "NEON_DATABASE_URL",
+        "DATABASE_URL",
+        "MIGRATION_DATABASE_URL",
+        "DB_POOL_MODE",
+        "DB_MAX_CONNECTIONS",
+        "DB_STARTUP_TIMEOUT",
+        "DB_STATEMENT_TIMEOUT",
+        "BETTER_AUTH_SECRET",
+        "BETTER_AUTH_URL",
+        "BETTER_AUTH_JWKS_URL",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "HOST",
+        "PORT",
+        "CORS_ORIGINS",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_BODY_TIMEOUT",
+        "HTTP_WRITE_TIMEOUT",
+        "HTTP_REQUEST_TIMEOUT",
+        "MAX_TASKS_PER_USER",
+        "MAX_IN_FLIGHT_PER_USER",
+        "MAX_QUEUED_PER_USER",
+        "RATE_LIMIT_PER_USER",
+        "SHUTDOWN_DRAIN_SECONDS",
+        "SHUTDOWN_TIMEOUT",
+        "LOG_FORMAT",
+        "METRICS_ADDR",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {setting}]")),
+            "{setting} is not in serve --help:\n{help}"
+        );
+    }
+    for flag in ["--host <VALUE>", "--port <VALUE>"] {
+        assert!(help.contains(flag), "{flag}:\n{help}");
+    }
+    let token_help = todo_api(dir.path(), &[])
+        .args(["token", "--help"])
+        .output()
+        .unwrap();
+    let token_help = String::from_utf8_lossy(&token_help.stdout);
+    let email = token_help
+        .lines()
+        .find(|l| l.contains("--email"))
+        .unwrap_or_default();
+    assert!(
+        email
+            .split("<EMAIL>")
+            .nth(1)
+            .is_some_and(|h| h.trim().len() > 10),
+        "--email explains itself: {token_help}"
+    );
+
+    // `token` refuses what the server would refuse, and accepts its longest subject.
+    let secret = [("BETTER_AUTH_SECRET", "a-secret-of-thirty-two-bytes-0123")];
+    let longest = "u".repeat(255);
+    let too_long = "u".repeat(256);
+    for (sub, accepted) in [
+        ("", false),
+        ("line\nbreak", false),
+        ("tab\there", false),
+        (too_long.as_str(), false),
+        (longest.as_str(), true),
+    ] {
+        let out = todo_api(dir.path(), &secret)
+            .args(["token", "--sub", sub])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), accepted, "--sub {sub:?}: {stderr}");
+        if !accepted {
+            assert!(
+                stderr.contains("--sub") && out.stdout.is_empty(),
+                "{stderr}"
+            );
+        }
+    }
+
+    // A flag overrides its variable (the harness sets PORT=0).
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let port_arg = port.to_string();
+    let weak = "short-secret";
+    let server = Server::start(
+        dir.path(),
+        &[("BETTER_AUTH_SECRET", weak)],
+        &["serve", "--host", "127.0.0.1", "--port", &port_arg],
+    )
+    .expect("starts with --host and --port");
+    assert_eq!(server.addr, format!("127.0.0.1:{port}"));
+    let log = server.log_so_far();
+    let warning = log
+        .iter()
+        .find(|l| l.contains("shorter than 32 bytes"))
+        .unwrap_or_else(|| panic!("a weak-secret warning:\n{}", log.join("\n")));
+    assert!(
+        !warning.contains(weak),
+        "the secret is never logged: {warning}"
+    );
+    server.terminate();
+
+    // The dev banner names the docs, and says when a configured secret is used.
+    let dev_dir = tempfile::tempdir().unwrap();
+    let dev = Server::start(
+        dev_dir.path(),
+        &[("BETTER_AUTH_SECRET", "a-secret-of-thirty-two-bytes-0123")],
+        &["serve", "--dev"],
+    )
+    .expect("dev server starts");
+    let banner = dev.stdout.join("\n");
+    assert!(banner.contains("/docs"), "{banner}");
+    assert!(banner.contains("BETTER_AUTH_SECRET is set"), "{banner}");
+    assert!(!banner.contains("thirty-two-bytes"), "{banner}");
+    dev.terminate();
+}
