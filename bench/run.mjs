@@ -751,21 +751,24 @@ async function startupOnce({ bin, file, auth, tmp }) {
     stdio: 'ignore',
   });
   let exited = null;
+  let last = null;
   child.on('exit', (code, signal) => { exited = { code, signal }; });
   try {
     for (;;) {
       if (exited) throw new Error(`server exited during start-up (${JSON.stringify(exited)})`);
-      const ok = await new Promise((resolve) => {
+      last = await new Promise((resolve) => {
         const req = net.connect(port, '127.0.0.1', () => {
-          req.end(`GET /health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`);
+          // write, not end: a half-closed socket may be taken as a client gone.
+          req.write(`GET /health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`);
         });
+        req.setTimeout(5000, () => req.destroy(new Error('no answer in 5 s')));
         let head = '';
         req.on('data', (d) => { head += d; });
-        req.on('end', () => resolve(head.startsWith('HTTP/1.1 200')));
-        req.on('error', () => resolve(false));
+        req.on('end', () => resolve(head.split('\r\n')[0]));
+        req.on('error', (e) => resolve(e.message));
       });
-      if (ok) return Number(process.hrtime.bigint() - t0) / 1e6;
-      if (Number(process.hrtime.bigint() - t0) > 30e9) throw new Error('server not ready after 30 s');
+      if (last.startsWith('HTTP/1.1 200')) return Number(process.hrtime.bigint() - t0) / 1e6;
+      if (Number(process.hrtime.bigint() - t0) > 30e9) throw new Error(`server not ready after 30 s (last answer: ${last})`);
       await sleep(1);
     }
   } finally {
