@@ -8,6 +8,7 @@
 //! ready until a write succeeds again (a probe retries every second).
 
 mod errors;
+mod leases;
 mod migrate;
 mod pool;
 mod pooled;
@@ -26,8 +27,9 @@ pub use migrate::migrate;
 pub use startup::{StartupError, reach_and_migrate, start};
 pub use unit::Unit;
 
+use leases::{Lease, Leases};
 use pooled::Transaction;
-use sea_orm::sqlx::{Postgres, Sqlite};
+use sea_orm::sqlx::{Sqlite, pool::PoolConnection};
 
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;
@@ -48,6 +50,8 @@ pub struct Db {
 }
 
 struct Shared {
+    /// PostgreSQL's connections, kept between requests; `None` on SQLite.
+    leases: Option<Arc<Leases>>,
     pool_mode: PoolMode,
     /// `BEGIN; SET LOCAL statement_timeout = ...` for transaction-mode units.
     begin_pooled: String,
@@ -62,9 +66,17 @@ impl Db {
     /// database answers (see [`start`]).
     pub async fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbErr> {
         let conn = pool::open(settings, Arc::clone(&readiness)).await?;
+        let leases = conn_is_postgres(settings).then(|| {
+            Leases::new(
+                conn.get_postgres_connection_pool().clone(),
+                settings.max_connections,
+                pool::ACQUIRE_TIMEOUT,
+            )
+        });
         Ok(Db {
             conn,
             shared: Arc::new(Shared {
+                leases,
                 deadline: conn_is_postgres(settings)
                     .then(|| pool::ACQUIRE_TIMEOUT + settings.statement_timeout + DEADLINE_SLACK),
                 pool_mode: if conn_is_postgres(settings) {
@@ -86,6 +98,13 @@ impl Db {
         self.conn.get_database_backend()
     }
 
+    fn leases(&self) -> Result<&Arc<Leases>, DbErr> {
+        self.shared
+            .leases
+            .as_ref()
+            .ok_or_else(|| DbErr::Custom("no PostgreSQL connections on a SQLite database".into()))
+    }
+
     pub fn readiness(&self) -> &Readiness {
         &self.shared.readiness
     }
@@ -98,9 +117,7 @@ impl Db {
             (DbBackend::Sqlite, _) => {
                 Ok(Unit::Sqlite(self.conn.get_sqlite_connection_pool().clone()))
             }
-            (_, PoolMode::Session) => Ok(Unit::Postgres(
-                self.conn.get_postgres_connection_pool().clone(),
-            )),
+            (_, PoolMode::Session) => Ok(Unit::Postgres(Arc::clone(self.leases()?))),
             (_, PoolMode::Transaction) => self.begin_postgres(None).await,
         }
     }
@@ -115,7 +132,7 @@ impl Db {
     pub(crate) async fn begin_write(&self, postgres_lock: Option<i64>) -> Result<Unit, DbErr> {
         match self.backend() {
             DbBackend::Sqlite => Ok(Unit::SqliteTransaction(
-                Box::pin(Transaction::<Sqlite>::begin(
+                Box::pin(Transaction::<PoolConnection<Sqlite>>::begin(
                     self.conn.get_sqlite_connection_pool(),
                     "BEGIN IMMEDIATE",
                     true,
@@ -141,12 +158,7 @@ impl Db {
             begin.push_str(&format!("; SELECT pg_advisory_xact_lock({key})"));
         }
         Ok(Unit::PgTransaction(
-            Box::pin(Transaction::<Postgres>::begin(
-                self.conn.get_postgres_connection_pool(),
-                &begin,
-                !pooled,
-            ))
-            .await?,
+            Box::pin(Transaction::<Lease>::begin(self.leases()?, &begin, !pooled)).await?,
         ))
     }
 
@@ -277,13 +289,13 @@ impl Db {
 
     /// One committed write that touches no user data.
     pub(crate) async fn probe_write(&self) -> Result<(), DbErr> {
-        self.conn
-            .execute_unprepared(
-                "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
-                 ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
-            )
-            .await
-            .map(|_| ())
+        let unit = self.unit().await?;
+        unit.execute_unprepared(
+            "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .await?;
+        unit.commit().await
     }
 
     /// The privileges the serving role lacks on the tables requests use,
@@ -331,7 +343,22 @@ impl Db {
 
     /// Does the database answer (in bounded time: see [`Db::bounded`])?
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.bounded(self.conn.ping()).await
+        match &self.shared.leases {
+            // In turn with requests: sqlx's pool may have lent out every
+            // connection (kept between requests, see `leases`).
+            Some(leases) => {
+                self.bounded(async {
+                    let mut lease = leases.acquire().await.map_err(pooled::acquire_err)?;
+                    sea_orm::sqlx::Connection::ping(&mut *lease)
+                        .await
+                        .map_err(pooled::acquire_err)?;
+                    lease.finished_cleanly();
+                    Ok(())
+                })
+                .await
+            }
+            None => self.bounded(self.conn.ping()).await,
+        }
     }
 
     /// Open and idle connections of the pool (metrics).
@@ -339,7 +366,9 @@ impl Db {
         match self.backend() {
             DbBackend::Postgres => {
                 let pool = self.conn.get_postgres_connection_pool();
-                (pool.size(), pool.num_idle())
+                // Kept leases are idle too, though sqlx counts them in use.
+                let kept = self.shared.leases.as_ref().map_or(0, |l| l.kept());
+                (pool.size(), pool.num_idle() + kept)
             }
             _ => {
                 let pool = self.conn.get_sqlite_connection_pool();

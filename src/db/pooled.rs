@@ -20,9 +20,13 @@
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use sea_orm::sqlx::{self, PgPool, Postgres, Sqlite, SqlitePool, pool::PoolConnection};
+use std::sync::Arc;
+
+use sea_orm::sqlx::{self, Postgres, Sqlite, SqlitePool, pool::PoolConnection};
 use sea_orm::{DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use tokio::sync::Mutex;
+
+use super::leases::{Lease, Leases};
 
 pub(crate) fn exec_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(e.into()))
@@ -32,7 +36,7 @@ pub(crate) fn query_err(e: sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(e.into()))
 }
 
-fn acquire_err(e: sqlx::Error) -> DbErr {
+pub(crate) fn acquire_err(e: sqlx::Error) -> DbErr {
     DbErr::Conn(RuntimeErr::SqlxError(e.into()))
 }
 
@@ -88,20 +92,58 @@ macro_rules! run {
 
 pub(crate) use {query, run};
 
-/// One transaction on one pooled connection.
-pub struct Transaction<DB: sqlx::Database> {
-    conn: Mutex<PoolConnection<DB>>,
+/// A connection held for a transaction: a SQLite pool's, or a PostgreSQL
+/// lease (see [`super::leases`]).
+pub trait Held: Send {
+    /// Closed when dropped, never reused.
+    fn close_on_drop(&mut self);
+    /// Nothing pending on it: it may serve the next unit of work as it is.
+    fn finished_cleanly(&mut self);
+}
+
+impl Held for PoolConnection<Sqlite> {
+    fn close_on_drop(&mut self) {
+        PoolConnection::close_on_drop(self);
+    }
+    fn finished_cleanly(&mut self) {}
+}
+
+impl Held for Lease {
+    fn close_on_drop(&mut self) {
+        Lease::close_on_drop(self);
+    }
+    fn finished_cleanly(&mut self) {
+        Lease::finished_cleanly(self);
+    }
+}
+
+/// One transaction on one connection.
+pub struct Transaction<C: Held> {
+    conn: Mutex<C>,
     /// Named (cached) statements; false behind a transaction-mode pooler.
     pub(super) persistent: bool,
     open: bool,
 }
 
+/// The SQLite pool hands out its connections; PostgreSQL's come as leases.
+async fn acquire_sqlite(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, DbErr> {
+    pool.acquire().await.map_err(acquire_err)
+}
+
+async fn acquire_postgres(leases: &Arc<Leases>) -> Result<Lease, DbErr> {
+    leases.acquire().await.map_err(acquire_err)
+}
+
 macro_rules! transaction_impl {
-    ($db:ty, $pool:ty) => {
-        impl Transaction<$db> {
+    ($db:ty, $held:ty, $source:ty, $acquire:ident) => {
+        impl Transaction<$held> {
             /// `begin` is the opening statement(s), sent in one round trip.
-            pub async fn begin(pool: &$pool, begin: &str, persistent: bool) -> Result<Self, DbErr> {
-                let conn = pool.acquire().await.map_err(acquire_err)?;
+            pub async fn begin(
+                source: &$source,
+                begin: &str,
+                persistent: bool,
+            ) -> Result<Self, DbErr> {
+                let conn = $acquire(source).await?;
                 // The guard exists before `BEGIN` is sent. If this future is
                 // dropped (the client went away) after the database ran it
                 // but before its answer was read, or if it failed, the
@@ -131,6 +173,7 @@ macro_rules! transaction_impl {
                 let conn = self.conn.get_mut();
                 run!(unprepared, &mut **conn, how)?;
                 self.open = false;
+                conn.finished_cleanly();
                 Ok(())
             }
 
@@ -167,10 +210,10 @@ macro_rules! transaction_impl {
     };
 }
 
-transaction_impl!(Postgres, PgPool);
-transaction_impl!(Sqlite, SqlitePool);
+transaction_impl!(Postgres, Lease, Arc<Leases>, acquire_postgres);
+transaction_impl!(Sqlite, PoolConnection<Sqlite>, SqlitePool, acquire_sqlite);
 
-impl<DB: sqlx::Database> Drop for Transaction<DB> {
+impl<C: Held> Drop for Transaction<C> {
     fn drop(&mut self) {
         // A connection inside a transaction (or after a COMMIT that failed)
         // never goes back to the pool: closing it ends the transaction.

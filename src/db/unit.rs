@@ -3,22 +3,25 @@
 //! once, with SeaORM's builders, against [`Unit`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
-use sea_orm::sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use sea_orm::sqlx::{Postgres, Sqlite, SqlitePool, pool::PoolConnection};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StreamTrait};
 
-use super::pooled::{RowStream, Transaction, query, query_err, run};
+use super::leases::{Lease, Leases};
+use super::pooled::{RowStream, Transaction, acquire_err, query, query_err, run};
 
 pub enum Unit {
-    /// PostgreSQL (session mode): statements autocommit, prepared once per connection.
-    Postgres(PgPool),
+    /// PostgreSQL (session mode): statements autocommit, prepared once per
+    /// connection, each on a connection leased for it (see [`super::leases`]).
+    Postgres(Arc<Leases>),
     /// SQLite: statements autocommit.
     Sqlite(SqlitePool),
     /// A PostgreSQL transaction (and every unit behind a transaction-mode pooler).
-    PgTransaction(Transaction<Postgres>),
+    PgTransaction(Transaction<Lease>),
     /// A SQLite transaction (`BEGIN IMMEDIATE`).
-    SqliteTransaction(Transaction<Sqlite>),
+    SqliteTransaction(Transaction<PoolConnection<Sqlite>>),
 }
 
 impl Unit {
@@ -53,7 +56,7 @@ impl ConnectionTrait for Unit {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match self {
-            Unit::Postgres(pool) => run!(execute, Postgres, pool, stmt, true),
+            Unit::Postgres(leases) => leased!(leases, |c| run!(execute, Postgres, c, stmt, true)),
             Unit::Sqlite(pool) => run!(execute, Sqlite, pool, stmt, true),
             Unit::PgTransaction(t) => t.execute(&stmt).await,
             Unit::SqliteTransaction(t) => t.execute(&stmt).await,
@@ -62,7 +65,7 @@ impl ConnectionTrait for Unit {
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match self {
-            Unit::Postgres(pool) => run!(unprepared, pool, sql),
+            Unit::Postgres(leases) => leased!(leases, |c| run!(unprepared, c, sql)),
             Unit::Sqlite(pool) => run!(unprepared, pool, sql),
             Unit::PgTransaction(t) => t.execute_unprepared(sql).await,
             Unit::SqliteTransaction(t) => t.execute_unprepared(sql).await,
@@ -71,7 +74,7 @@ impl ConnectionTrait for Unit {
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
-            Unit::Postgres(pool) => run!(one, Postgres, pool, stmt, true),
+            Unit::Postgres(leases) => leased!(leases, |c| run!(one, Postgres, c, stmt, true)),
             Unit::Sqlite(pool) => run!(one, Sqlite, pool, stmt, true),
             Unit::PgTransaction(t) => t.query_one(&stmt).await,
             Unit::SqliteTransaction(t) => t.query_one(&stmt).await,
@@ -80,7 +83,7 @@ impl ConnectionTrait for Unit {
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
-            Unit::Postgres(pool) => run!(all, Postgres, pool, stmt, true),
+            Unit::Postgres(leases) => leased!(leases, |c| run!(all, Postgres, c, stmt, true)),
             Unit::Sqlite(pool) => run!(all, Sqlite, pool, stmt, true),
             Unit::PgTransaction(t) => t.query_all(&stmt).await,
             Unit::SqliteTransaction(t) => t.query_all(&stmt).await,
@@ -108,7 +111,7 @@ impl StreamTrait for Unit {
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'s>, DbErr>> + 's + Send>> {
         Box::pin(async move {
             Ok(match self {
-                Unit::Postgres(pool) => pool_stream!(Postgres, pool, stmt),
+                Unit::Postgres(leases) => leased_stream(Arc::clone(leases), stmt),
                 Unit::Sqlite(pool) => pool_stream!(Sqlite, pool, stmt),
                 Unit::PgTransaction(t) => t.stream(stmt),
                 Unit::SqliteTransaction(t) => t.stream(stmt),
@@ -138,3 +141,47 @@ macro_rules! pool_stream {
 }
 
 use pool_stream;
+
+/// One statement on a leased connection, kept for the next request only if
+/// the statement's answer was read whole (`Ok`); after an error the
+/// connection goes back to sqlx, whose ping finds out what state it is in.
+macro_rules! leased {
+    ($leases:expr, |$c:ident| $run:expr) => {{
+        let mut lease = $leases.acquire().await.map_err(acquire_err)?;
+        let result = {
+            let $c = &mut *lease;
+            $run
+        };
+        if result.is_ok() {
+            lease.finished_cleanly();
+        }
+        result
+    }};
+}
+
+use leased;
+
+/// Rows of `stmt` on a leased connection, as they arrive; the connection is
+/// kept for the next request only if the stream was read to its end.
+fn leased_stream(leases: Arc<Leases>, stmt: Statement) -> RowStream<'static> {
+    Box::pin(async_stream::stream! {
+        let mut lease = match leases.acquire().await {
+            Ok(lease) => lease,
+            Err(e) => {
+                yield Err(acquire_err(e));
+                return;
+            }
+        };
+        let mut failed = false;
+        {
+            let mut rows = query!(Postgres, stmt, true).fetch(&mut *lease);
+            while let Some(row) = rows.next().await {
+                failed |= row.is_err();
+                yield row.map(QueryResult::from).map_err(query_err);
+            }
+        }
+        if !failed {
+            lease.finished_cleanly();
+        }
+    })
+}

@@ -148,4 +148,92 @@ async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
     );
 }
 
-on_each_database!(abandoned_requests_leave_no_transaction_open);
+/// Long lists abandoned mid-stream leave no rows behind on a connection, and
+/// with every connection of the pool kept between requests (PostgreSQL keeps
+/// them out of sqlx's pool, see `db/leases.rs`) readiness still gets one.
+async fn abandoned_lists_leave_clean_connections_and_readiness(backend: Backend) {
+    const TASKS: usize = 150; // over the 100 answered in one piece: streamed
+    let Some(app) = TestApp::builder(backend)
+        .env("DB_MAX_CONNECTIONS", "2")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let token = app.token("lister");
+    for k in 0..TASKS {
+        app.create(
+            &token,
+            json!({"title": format!("task {k}"), "description": "d".repeat(200)}),
+        )
+        .await;
+    }
+    let request =
+        format!("GET /api/tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let mut abandoners = Vec::new();
+    for i in 0..ABANDONERS {
+        let addr = addr.clone();
+        let request = request.clone();
+        abandoners.push(tokio::spawn(async move {
+            for round in 0..ROUNDS / 2 {
+                let Ok(mut stream) = TcpStream::connect(&addr).await else {
+                    continue;
+                };
+                if stream.write_all(request.as_bytes()).await.is_err() {
+                    continue;
+                }
+                for _ in 0..((round * 7 + i * 13) % 40) {
+                    tokio::task::yield_now().await;
+                }
+                drop(stream);
+            }
+        }));
+    }
+    for a in abandoners {
+        a.await.unwrap();
+    }
+
+    // Both connections busy at once, then idle (kept): readiness gets one.
+    let lists: Vec<_> = (0..8)
+        .map(|_| send(app.request(Method::GET, "/api/tasks", &token)))
+        .collect();
+    for (status, list) in futures::future::join_all(lists).await {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list.as_array().map(Vec::len), Some(TASKS));
+    }
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "ready with every connection idle"
+    );
+
+    // Each connection answers exactly its own statement's rows.
+    let expected: Vec<String> = (0..TASKS).rev().map(|k| format!("task {k}")).collect();
+    for round in 0..6 {
+        let (status, list) = send(app.request(Method::GET, "/api/tasks", &token)).await;
+        assert_eq!(status, StatusCode::OK, "round {round}");
+        let titles: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(titles, expected, "round {round}");
+        let (status, one) = send(app.request(Method::GET, "/api/tasks?limit=1", &token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(one[0]["title"], json!(format!("task {}", TASKS - 1)));
+    }
+}
+
+on_each_database!(
+    abandoned_requests_leave_no_transaction_open,
+    abandoned_lists_leave_clean_connections_and_readiness
+);
