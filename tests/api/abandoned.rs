@@ -23,6 +23,24 @@ const ROUNDS: usize = 60;
 const WRITERS: usize = 4;
 const POOL: usize = 3;
 
+/// Sends `request` whole, `rounds` times on new connections, and closes each
+/// after a varying number of scheduler turns (`i` varies it between
+/// clients), so the server is cancelled at every stage of its work.
+async fn abandon(addr: String, request: String, i: usize, rounds: usize) {
+    for round in 0..rounds {
+        let Ok(mut stream) = TcpStream::connect(&addr).await else {
+            continue;
+        };
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            continue;
+        }
+        for _ in 0..((round * 7 + i * 13) % 40) {
+            tokio::task::yield_now().await;
+        }
+        drop(stream);
+    }
+}
+
 async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
     let Some(app) = TestApp::builder(backend)
         .env("DB_MAX_CONNECTIONS", &POOL.to_string())
@@ -67,31 +85,19 @@ async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
     // varying number of scheduler turns, so the server is cancelled at
     // every stage: before the token check, waiting for a connection or the
     // write lock, after BEGIN, during the insert, during COMMIT.
-    let mut abandoners = Vec::new();
-    for (i, token) in ghosts.iter().enumerate() {
-        let token = token.clone();
-        let addr = addr.clone();
-        abandoners.push(tokio::spawn(async move {
+    let abandoners: Vec<_> = ghosts
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
             let body = r#"{"title":"abandoned"}"#;
             let request = format!(
                 "POST /api/tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
-            for round in 0..ROUNDS {
-                let Ok(mut stream) = TcpStream::connect(&addr).await else {
-                    continue;
-                };
-                if stream.write_all(request.as_bytes()).await.is_err() {
-                    continue;
-                }
-                for _ in 0..((round * 7 + i * 13) % 40) {
-                    tokio::task::yield_now().await;
-                }
-                drop(stream);
-            }
-        }));
-    }
+            tokio::spawn(abandon(addr.clone(), request, i, ROUNDS))
+        })
+        .collect();
     for a in abandoners {
         a.await.unwrap();
     }
@@ -171,25 +177,9 @@ async fn abandoned_lists_leave_clean_connections_and_readiness(backend: Backend)
     }
     let request =
         format!("GET /api/tasks HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\r\n");
-    let mut abandoners = Vec::new();
-    for i in 0..ABANDONERS {
-        let addr = addr.clone();
-        let request = request.clone();
-        abandoners.push(tokio::spawn(async move {
-            for round in 0..ROUNDS / 2 {
-                let Ok(mut stream) = TcpStream::connect(&addr).await else {
-                    continue;
-                };
-                if stream.write_all(request.as_bytes()).await.is_err() {
-                    continue;
-                }
-                for _ in 0..((round * 7 + i * 13) % 40) {
-                    tokio::task::yield_now().await;
-                }
-                drop(stream);
-            }
-        }));
-    }
+    let abandoners: Vec<_> = (0..ABANDONERS)
+        .map(|i| tokio::spawn(abandon(addr.clone(), request.clone(), i, ROUNDS / 2)))
+        .collect();
     for a in abandoners {
         a.await.unwrap();
     }
