@@ -66,7 +66,8 @@ impl Db {
     /// database answers (see [`start`]).
     pub async fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbErr> {
         let conn = pool::open(settings, Arc::clone(&readiness)).await?;
-        let leases = conn_is_postgres(settings).then(|| {
+        let postgres = conn_is_postgres(settings);
+        let leases = postgres.then(|| {
             Leases::new(
                 conn.get_postgres_connection_pool().clone(),
                 settings.max_connections,
@@ -77,9 +78,9 @@ impl Db {
             conn,
             shared: Arc::new(Shared {
                 leases,
-                deadline: conn_is_postgres(settings)
+                deadline: postgres
                     .then(|| pool::ACQUIRE_TIMEOUT + settings.statement_timeout + DEADLINE_SLACK),
-                pool_mode: if conn_is_postgres(settings) {
+                pool_mode: if postgres {
                     settings.pool_mode
                 } else {
                     PoolMode::Session
@@ -197,10 +198,7 @@ impl Db {
             };
             match tokio::time::timeout(deadline, work).await {
                 Ok(result) => result,
-                Err(_) => Err(E::from(DbErr::Conn(RuntimeErr::Internal(format!(
-                    "no answer from the database within {:.1} s",
-                    deadline.as_secs_f64()
-                ))))),
+                Err(_) => Err(E::from(no_answer_within(deadline))),
             }
         }
     }
@@ -216,12 +214,7 @@ impl Db {
             None => Ok(rows.next().await),
             Some(deadline) => tokio::time::timeout(deadline, rows.next())
                 .await
-                .map_err(|_| {
-                    DbErr::Conn(RuntimeErr::Internal(format!(
-                        "no answer from the database within {:.1} s",
-                        deadline.as_secs_f64()
-                    )))
-                }),
+                .map_err(|_| no_answer_within(deadline)),
         }
     }
 
@@ -376,6 +369,14 @@ impl Db {
             }
         }
     }
+}
+
+/// What passing [`Db::bounded`]'s deadline answers: unavailable (503).
+fn no_answer_within(deadline: Duration) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!(
+        "no answer from the database within {:.1} s",
+        deadline.as_secs_f64()
+    )))
 }
 
 fn conn_is_postgres(settings: &DatabaseSettings) -> bool {

@@ -55,10 +55,11 @@ pub(super) fn options(
         .connect_timeout(ACQUIRE_TIMEOUT)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(Duration::from_secs(300))
-        // sqlx pings every connection when it comes back to the pool; pinging
-        // it again when it is taken out would cost every request a round
-        // trip. Only connections idle long enough for a proxy or the server
-        // to have dropped them are pinged.
+        // sqlx pings every connection when it comes back to the pool (on
+        // PostgreSQL only those `leases` does not keep); pinging it again
+        // when it is taken out would cost every request a round trip. Only
+        // connections idle long enough for a proxy or the server to have
+        // dropped them are pinged.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
         // Statement logging would put user data in the logs.
         .sqlx_logging(false)

@@ -112,7 +112,7 @@ impl StreamTrait for Unit {
         Box::pin(async move {
             Ok(match self {
                 Unit::Postgres(leases) => leased_stream(Arc::clone(leases), stmt),
-                Unit::Sqlite(pool) => pool_stream!(Sqlite, pool, stmt),
+                Unit::Sqlite(pool) => sqlite_stream(pool.clone(), stmt),
                 Unit::PgTransaction(t) => t.stream(stmt),
                 Unit::SqliteTransaction(t) => t.stream(stmt),
             })
@@ -121,26 +121,21 @@ impl StreamTrait for Unit {
 }
 
 /// Rows of `stmt` on one connection of `pool`, as they arrive.
-macro_rules! pool_stream {
-    ($db:ty, $pool:expr, $stmt:expr) => {{
-        let pool = $pool.clone();
-        Box::pin(async_stream::stream! {
-            let mut conn = match pool.acquire().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    yield Err(DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())));
-                    return;
-                }
-            };
-            let mut rows = query!($db, $stmt, true).fetch(&mut *conn);
-            while let Some(row) = rows.next().await {
-                yield row.map(QueryResult::from).map_err(query_err);
+fn sqlite_stream(pool: SqlitePool, stmt: Statement) -> RowStream<'static> {
+    Box::pin(async_stream::stream! {
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                yield Err(acquire_err(e));
+                return;
             }
-        }) as RowStream<'_>
-    }};
+        };
+        let mut rows = query!(Sqlite, stmt, true).fetch(&mut *conn);
+        while let Some(row) = rows.next().await {
+            yield row.map(QueryResult::from).map_err(query_err);
+        }
+    })
 }
-
-use pool_stream;
 
 /// One statement on a leased connection, kept for the next request only if
 /// the statement's answer was read whole (`Ok`); after an error the

@@ -1,5 +1,7 @@
 //! Response bodies.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
@@ -72,14 +74,7 @@ impl TaskOut {
         ] {
             out.extend_from_slice(key);
             let mut buf = [0u8; 27];
-            match format_rfc3339_micros(at, &mut buf) {
-                Some(text) => {
-                    out.push(b'"');
-                    out.extend_from_slice(text.as_bytes());
-                    out.push(b'"');
-                }
-                None => write_json_str(out, &at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-            }
+            write_json_str(out, &rfc3339_micros_text(at, &mut buf));
         }
         out.push(b'}');
     }
@@ -109,9 +104,15 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// the same instant the same way.
 fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     let mut buf = [0u8; 27];
-    match format_rfc3339_micros(t, &mut buf) {
-        Some(text) => s.serialize_str(text),
-        None => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+    s.serialize_str(&rfc3339_micros_text(t, &mut buf))
+}
+
+/// The text of [`rfc3339_micros`]: written into `buf` without allocating
+/// for years 0..=9999, by chrono's general formatting otherwise.
+fn rfc3339_micros_text<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; 27]) -> Cow<'b, str> {
+    match format_rfc3339_micros(t, buf) {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(t.to_rfc3339_opts(SecondsFormat::Micros, true)),
     }
 }
 

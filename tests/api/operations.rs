@@ -57,6 +57,33 @@ fn answer(response: reqwest::blocking::Response) -> (u16, Option<String>, Value)
     (status, retry_after, body)
 }
 
+/// A create through `server` as `bearer`: the task, once answered 201.
+fn create_task(client: &Client, server: &Server, bearer: &str, title: &str) -> Value {
+    let (status, _, created) = answer(
+        client
+            .post(server.url("/api/tasks"))
+            .bearer_auth(bearer)
+            .json(&json!({"title": title}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// `bearer`'s list through `server`, once answered 200.
+fn list_tasks(client: &Client, server: &Server, bearer: &str) -> Value {
+    let (status, _, list) = answer(
+        client
+            .get(server.url("/api/tasks"))
+            .bearer_auth(bearer)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{list}");
+    list
+}
+
 /// Runs the command to its end, for at most `limit`: its status, stdout and
 /// stderr.
 fn run_bounded(mut command: Command, limit: Duration) -> (ExitStatus, String, String) {
@@ -158,23 +185,8 @@ fn a_late_database_is_waited_for_then_used_without_a_restart() {
     server.wait_for_log("database ready");
     let (status, _, body) = answer(client.get(server.url("/health/ready")).send().unwrap());
     assert_eq!(status, 200, "{body}");
-    let (status, _, created) = answer(
-        client
-            .post(server.url("/api/tasks"))
-            .bearer_auth(&alice)
-            .json(&json!({"title": "once it is up"}))
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(status, 201, "{created}");
-    let (status, _, list) = answer(
-        client
-            .get(server.url("/api/tasks"))
-            .bearer_auth(&alice)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(status, 200);
+    let created = create_task(&client, &server, &alice, "once it is up");
+    let list = list_tasks(&client, &server, &alice);
     assert_eq!(
         list,
         json!([created]),
@@ -711,13 +723,7 @@ fn metrics_count_what_happened_on_their_own_listener() {
     const N: usize = 3;
     const M: usize = 2;
     for i in 0..N {
-        let response = client
-            .post(server.url("/api/tasks"))
-            .bearer_auth(token(&format!("creator-{i}")))
-            .json(&json!({"title": "counted"}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        create_task(&client, &server, &token(&format!("creator-{i}")), "counted");
     }
     let eddsa = key.token("metrics-kid", &claims_for("eddsa-lister"));
     for i in 0..M {
@@ -726,12 +732,7 @@ fn metrics_count_what_happened_on_their_own_listener() {
         } else {
             token(&format!("lister-{i}"))
         };
-        let response = client
-            .get(server.url("/api/tasks"))
-            .bearer_auth(bearer)
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        list_tasks(&client, &server, &bearer);
     }
     assert!(
         jwks.fetches() >= 1,
@@ -901,23 +902,13 @@ async fn migrations_applied(url: &str) -> i64 {
 /// `other` holds it.
 fn create_and_see(client: &Client, server: &Server, other: &Server, user: &str) {
     let bearer = token(user);
-    let (status, _, created) = answer(
-        client
-            .post(server.url("/api/tasks"))
-            .bearer_auth(&bearer)
-            .json(&json!({"title": format!("through the pooler, {user}")}))
-            .send()
-            .unwrap(),
+    let created = create_task(
+        client,
+        server,
+        &bearer,
+        &format!("through the pooler, {user}"),
     );
-    assert_eq!(status, 201, "{created}");
-    let (status, _, list) = answer(
-        client
-            .get(other.url("/api/tasks"))
-            .bearer_auth(&bearer)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(status, 200, "{list}");
+    let list = list_tasks(client, other, &bearer);
     assert!(list.as_array().unwrap().contains(&created), "{list}");
 }
 
