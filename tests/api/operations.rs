@@ -883,8 +883,8 @@ fn a_metrics_address_in_use_stops_start_up() {
 // ---------------------------------------------------------------------------
 // 5. Through a transaction-mode PgBouncer.
 
-/// Rows of `seaql_migrations` in the database at `url`.
-async fn migrations_applied(url: &str) -> i64 {
+/// `seaql_migrations` at `url` holds each migration exactly once.
+async fn assert_each_migration_applied_once(url: &str, context: &str) {
     let conn = Database::connect(url).await.unwrap();
     let row = conn
         .query_one_raw(sea_orm::Statement::from_string(
@@ -895,7 +895,11 @@ async fn migrations_applied(url: &str) -> i64 {
         .unwrap()
         .unwrap();
     let _ = conn.close().await;
-    row.try_get::<i64>("", "n").unwrap()
+    assert_eq!(
+        row.try_get::<i64>("", "n").unwrap(),
+        migration::Migrator::migrations().len() as i64,
+        "{context}"
+    );
 }
 
 /// A create through `server` as `user`, then the user's list through
@@ -928,11 +932,10 @@ fn two_instances_start_at_once_through_a_transaction_pooler_and_restart() {
         ("DB_POOL_MODE", "transaction"),
     ];
     let mut servers = crate::cli::start_two_at_once(&env);
-    assert_eq!(
-        rt.block_on(migrations_applied(&db.url)),
-        migration::Migrator::migrations().len() as i64,
-        "each migration ran once"
-    );
+    rt.block_on(assert_each_migration_applied_once(
+        &db.url,
+        "each migration ran once",
+    ));
     let client = Client::new();
     create_and_see(&client, &servers[0], &servers[1], "pooled-a");
     create_and_see(&client, &servers[1], &servers[0], "pooled-b");
@@ -969,11 +972,10 @@ fn two_instances_start_at_once_with_a_direct_migration_url() {
         ("DB_POOL_MODE", "transaction"),
     ];
     let servers = crate::cli::start_two_at_once(&env);
-    assert_eq!(
-        rt.block_on(migrations_applied(&db.url)),
-        migration::Migrator::migrations().len() as i64,
-        "each migration ran once"
-    );
+    rt.block_on(assert_each_migration_applied_once(
+        &db.url,
+        "each migration ran once",
+    ));
     let client = Client::new();
     create_and_see(&client, &servers[0], &servers[1], "direct-a");
     for server in servers {
@@ -1003,11 +1005,10 @@ fn the_migrate_command_works_through_a_transaction_pooler() {
         let (status, stdout, stderr) = run_bounded(command, Duration::from_secs(60));
         assert!(status.success(), "{run} migrate: {status}\n{stderr}");
         assert!(stdout.contains("migrations applied"), "{run}: {stdout}");
-        assert_eq!(
-            rt.block_on(migrations_applied(&db.url)),
-            migration::Migrator::migrations().len() as i64,
-            "{run} migrate"
-        );
+        rt.block_on(assert_each_migration_applied_once(
+            &db.url,
+            &format!("{run} migrate"),
+        ));
     }
     let server = Server::start(dir.path(), &env, &[]).expect("starts on the migrated database");
     create_and_see(&Client::new(), &server, &server, "after-migrate");
