@@ -60,6 +60,8 @@ Options (defaults in brackets):
   --db-pool N          DB_MAX_CONNECTIONS for the server [unset: server default]
   --rust-log FILTER    RUST_LOG for the server [unset: server default, which logs
                        every request at info; logs go to a file]
+  --server-env NAME=VALUE  one more environment variable for the server
+                       (repeatable), e.g. TOKIO_WORKER_THREADS=1
   --bin PATH           server binary [\$CARGO_TARGET_DIR or ./target, release/todo-api]
   --no-build           do not run 'cargo build --release' first
   --status-detail      count wrk responses by status (costs wrk CPU)
@@ -85,6 +87,7 @@ const { values: opt } = parseArgs({
     'pg-port': { type: 'string', default: '5432' },
     'db-pool': { type: 'string' },
     'rust-log': { type: 'string' },
+    'server-env': { type: 'string', multiple: true },
     bin: { type: 'string' },
     'no-build': { type: 'boolean', default: false },
     'status-detail': { type: 'boolean', default: false },
@@ -212,6 +215,11 @@ function serverEnv(extra) {
   const env = { PATH: process.env.PATH, HOME: process.env.HOME, USER: os.userInfo().username, LOGNAME: os.userInfo().username, LANG: process.env.LANG || 'C.UTF-8', HOST: '127.0.0.1' };
   if (opt['db-pool']) env.DB_MAX_CONNECTIONS = opt['db-pool'];
   if (opt['rust-log']) env.RUST_LOG = opt['rust-log'];
+  for (const pair of opt['server-env'] ?? []) {
+    const at = pair.indexOf('=');
+    if (at < 1) throw new Error(`--server-env wants NAME=VALUE, got ${pair}`);
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
   return { ...env, ...extra };
 }
 
@@ -688,6 +696,10 @@ async function callgrindScenario({ pg, db, auth, users, tmp }) {
     dumpNo++;
     const file = `${outBase}.${server.pid}.${dumpNo}`;
     const text = fs.readFileSync(file, 'utf8');
+    if (process.env.BENCH_KEEP_CALLGRIND) {
+      fs.mkdirSync(opt.out, { recursive: true });
+      fs.copyFileSync(file, path.join(opt.out, `callgrind-${STAMP}-${kind}.out`));
+    }
     const m = text.match(/^(?:summary|totals): (\d+)/m);
     result.instructions_per_request[kind] = m ? Math.round(Number(m[1]) / N) : null;
     // The functions that executed the most instructions themselves (not inclusive).

@@ -115,6 +115,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         "Comma-separated browser origins allowed to call the API [default: http://localhost:3000]",
     ),
     doc(
+        "WORKER_THREADS",
+        HTTP,
+        "Threads serving requests; one serves about 10,000 requests a second and wakes no other thread (run more instances, or raise it, for more) [default: 1]",
+    ),
+    doc(
         "HTTP_HEADER_TIMEOUT",
         HTTP,
         "Seconds a connection may take to send a request head, also the idle keep-alive timeout [default: 10]",
@@ -252,6 +257,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Readiness 503 but still serving, before the listener closes (`SHUTDOWN_DRAIN_SECONDS`).
     pub shutdown_drain: Duration,
+    /// The async runtime's worker threads (`WORKER_THREADS`).
+    pub worker_threads: usize,
 }
 
 /// Per-user fair share.
@@ -524,6 +531,7 @@ fn server_settings<F: Fn(&str) -> Option<String>>(
         request_timeout: env.seconds("HTTP_REQUEST_TIMEOUT", 60, 0.1, 3_600.0)?,
         shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 30, 0.0, 3_600.0)?,
         shutdown_drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 0, 0.0, 3_600.0)?,
+        worker_threads: env.number("WORKER_THREADS", 1, 1, 1_024)?,
     })
 }
 
@@ -605,6 +613,7 @@ mod tests {
         assert_eq!(s.server.body_timeout, Duration::from_secs(30));
         assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(s.server.shutdown_drain, Duration::ZERO);
+        assert_eq!(s.server.worker_threads, 1);
         assert_eq!(s.limits.max_tasks_per_user, 10_000);
         assert_eq!(s.limits.max_in_flight_per_user, 4);
         assert_eq!(s.limits.max_queued_per_user, 128);
@@ -667,6 +676,7 @@ mod tests {
             ("MIGRATION_DATABASE_URL", "mysql://x"),
             ("HTTP_HEADER_TIMEOUT", "-1"),
             ("SHUTDOWN_TIMEOUT", "soon"),
+            ("WORKER_THREADS", "0"),
             ("MAX_IN_FLIGHT_PER_USER", "0"),
             ("MAX_TASKS_PER_USER", "1.5"),
             ("RATE_LIMIT_PER_USER", "-3"),
@@ -687,10 +697,12 @@ mod tests {
             ("RATE_LIMIT_PER_USER", "50"),
             ("HTTP_HEADER_TIMEOUT", "0.5"),
             ("SHUTDOWN_DRAIN_SECONDS", "3"),
+            ("WORKER_THREADS", "4"),
             ("LOG_FORMAT", "json"),
             ("METRICS_ADDR", "127.0.0.1:9090"),
         ])
         .unwrap();
+        assert_eq!(s.server.worker_threads, 4);
         assert_eq!(s.limits.max_tasks_per_user, 5);
         assert_eq!(s.limits.max_in_flight_per_user, 2);
         assert_eq!(s.limits.max_queued_per_user, 0);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod limits;
+pub mod log_writer;
 pub mod metrics;
 pub mod models;
 pub mod readiness;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use todo_api::config::{LogFormat, SETTINGS};
-use todo_api::{Settings, StartupError, auth, config};
+use todo_api::{Settings, StartupError, auth, config, log_writer};
 use tokio::net::{TcpListener, TcpSocket};
 
 /// mimalloc (v2): faster than glibc's allocator for the many small
@@ -88,6 +88,9 @@ fn main() -> ExitCode {
     init_logging(format);
     let outcome = match settings {
         Ok(settings) => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.server.worker_threads)
+            .on_thread_park(log_writer::worker_parks)
+            .on_thread_stop(log_writer::thread_stops)
             .enable_all()
             .build()
         {
@@ -110,14 +113,15 @@ fn main() -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs go to stderr, one `write` per line; stdout carries only what a
-/// command prints (tokens). (A writer thread of its own cost more than the
-/// write: its channel spins with `sched_yield` and wakes a thread per line.)
+/// Logs go to stderr, batched on worker threads (`log_writer`); stdout
+/// carries only what a command prints (tokens). (A writer thread of its own
+/// cost more than the write: its channel spins with `sched_yield` and wakes
+/// a thread per line.)
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer::Stderr)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => logs
