@@ -22,7 +22,7 @@ use sea_orm::{
     Statement,
 };
 
-use sea_orm::sqlx::{self, Row, postgres::PgRow};
+use sea_orm::sqlx::{self, Row};
 
 use crate::auth::Identity;
 use crate::db::{Db, Unit};
@@ -84,7 +84,10 @@ struct TaskRow(task::Model);
 
 fn task_at(row: &QueryResult) -> Result<task::Model, DbErr> {
     if let Some(row) = row.try_as_pg_row() {
-        return pg_task_at(row);
+        return decoded_task(row);
+    }
+    if let Some(row) = row.try_as_sqlite_row() {
+        return decoded_task(row);
     }
     Ok(task::Model {
         id: row.try_get_by_index(0)?,
@@ -97,25 +100,36 @@ fn task_at(row: &QueryResult) -> Result<task::Model, DbErr> {
     })
 }
 
-/// [`task_at`] on PostgreSQL. The statements are ours and the column types
+/// [`task_at`] on sqlx's row. The statements are ours and the column types
 /// those of the migration, so sqlx's check of each value's type against the
-/// Rust one (a fifth of decoding a listed row) is skipped; a value of another
-/// width still fails to decode.
-fn pg_task_at(row: &PgRow) -> Result<task::Model, DbErr> {
+/// Rust one (a fifth of decoding a listed row) is skipped; a value that is
+/// not what the migration made still fails to decode.
+fn decoded_task<R>(row: &R) -> Result<task::Model, DbErr>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    for<'r> DateTime<Utc>: sqlx::Decode<'r, R::Database>,
+{
     Ok(task::Model {
-        id: pg_value(row, 0)?,
-        user_id: pg_value(row, 1)?,
-        title: pg_value(row, 2)?,
-        description: pg_value(row, 3)?,
-        completed: pg_value(row, 4)?,
-        created_at: pg_value(row, 5)?,
-        updated_at: pg_value(row, 6)?,
+        id: decoded(row, 0)?,
+        user_id: decoded(row, 1)?,
+        title: decoded(row, 2)?,
+        description: decoded(row, 3)?,
+        completed: decoded(row, 4)?,
+        created_at: decoded(row, 5)?,
+        updated_at: decoded(row, 6)?,
     })
 }
 
-fn pg_value<'r, T>(row: &'r PgRow, index: usize) -> Result<T, DbErr>
+fn decoded<'r, R, T>(row: &'r R, index: usize) -> Result<T, DbErr>
 where
-    T: sqlx::Decode<'r, sqlx::Postgres>,
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database>,
 {
     row.try_get_unchecked(index)
         .map_err(|e| DbErr::Type(format!("column {index}: {e}")))
@@ -132,9 +146,10 @@ impl FromQueryResult for CountedRow {
         Ok(CountedRow {
             task: task_at(row)?,
             // The column after the task's (see `list`).
-            total_count: match row.try_as_pg_row() {
-                Some(pg) => pg_value(pg, 7)?,
-                None => row.try_get_by_index(7)?,
+            total_count: match (row.try_as_pg_row(), row.try_as_sqlite_row()) {
+                (Some(pg), _) => decoded(pg, 7)?,
+                (_, Some(sqlite)) => decoded(sqlite, 7)?,
+                _ => row.try_get_by_index(7)?,
             },
         })
     }

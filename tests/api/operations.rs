@@ -659,6 +659,78 @@ fn json_logs_are_one_object_per_line_without_tokens_or_queries() {
 // 4. METRICS_ADDR.
 
 /// One scrape of `GET /metrics`, parsed.
+/// Worker threads batch their log lines (src/log_writer.rs): a request's
+/// line must still appear while the server idles, lines of two worker
+/// threads must never be torn into each other, and SIGTERM must write
+/// every line still pending.
+#[test]
+fn request_lines_are_written_when_idle_whole_and_all_by_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("LOG_FORMAT", "json"),
+        ("WORKER_THREADS", "2"),
+    ];
+    let server = Server::start(dir.path(), &env, &[]).expect("starts");
+    let alice = token("batched-alice");
+
+    // One request, then nothing: its line comes while the server waits.
+    let client = Client::new();
+    let status = client
+        .get(server.url("/api/tasks"))
+        .bearer_auth(&alice)
+        .header("X-Request-Id", "idle-line-0001")
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    server
+        .wait_for_log_within("idle-line-0001", Duration::from_secs(5))
+        .unwrap_or_else(|seen| panic!("no line for an idle server's request: {seen:?}"));
+
+    // A busy stretch on both worker threads, SIGTERM right after it.
+    let (threads, each) = (8, 150);
+    let url = server.url("/api/tasks?limit=5");
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (url, alice) = (&url, &alice);
+            scope.spawn(move || {
+                let client = Client::new();
+                for i in 0..each {
+                    let response = client
+                        .get(url)
+                        .bearer_auth(alice)
+                        .header("X-Request-Id", format!("busy-{t}-{i}"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                }
+            });
+        }
+    });
+    let (status, rest) = server.terminate();
+    assert!(status.success(), "{status:?}\n{rest}");
+    let mut logged = HashMap::new();
+    for line in rest.lines() {
+        let object: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a torn or broken line ({e}): {line:?}"));
+        if let Some(id) = object["request_id"].as_str() {
+            *logged.entry(id.to_owned()).or_insert(0) += 1;
+        }
+    }
+    for t in 0..threads {
+        for i in 0..each {
+            let id = format!("busy-{t}-{i}");
+            assert_eq!(
+                logged.get(&id),
+                Some(&1),
+                "{id} logged {:?} times",
+                logged.get(&id)
+            );
+        }
+    }
+}
+
 fn scrape(client: &Client, addr: &str) -> prometheus_parse::Scrape {
     let response = client.get(format!("http://{addr}/metrics")).send().unwrap();
     assert_eq!(response.status(), 200);
