@@ -61,7 +61,7 @@ Options (defaults in brackets):
   --rust-log FILTER    RUST_LOG for the server [unset: server default, which logs
                        every request at info; logs go to a file]
   --server-env NAME=VALUE  one more environment variable for the server
-                       (repeatable), e.g. TOKIO_WORKER_THREADS=1
+                       (repeatable), e.g. WORKER_THREADS=2
   --bin PATH           server binary [\$CARGO_TARGET_DIR or ./target, release/todo-api]
   --no-build           do not run 'cargo build --release' first
   --status-detail      count wrk responses by status (costs wrk CPU)

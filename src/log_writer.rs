@@ -31,6 +31,8 @@ impl Pending {
     }
 }
 
+// A thread's pending lines are written as it exits (and its thread-locals
+// are dropped), worker threads included.
 impl Drop for Pending {
     fn drop(&mut self) {
         self.write_out();
@@ -48,16 +50,6 @@ pub fn worker_parks() {
         if let Ok(mut p) = p.try_borrow_mut() {
             p.write_out();
             p.0.get_or_insert_with(|| Vec::with_capacity(FLUSH_AT));
-        }
-    });
-}
-
-/// The runtime's thread-stop hook: writes the thread's pending lines.
-pub fn thread_stops() {
-    // `try_with`: thread-locals may already be torn down.
-    let _ = PENDING.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            p.write_out();
         }
     });
 }

@@ -90,7 +90,6 @@ fn main() -> ExitCode {
         Ok(settings) => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.server.worker_threads)
             .on_thread_park(log_writer::worker_parks)
-            .on_thread_stop(log_writer::thread_stops)
             .enable_all()
             .build()
         {

@@ -82,25 +82,28 @@ struct CountedRow {
 /// more than decoding it.
 struct TaskRow(task::Model);
 
-fn task_at(row: &QueryResult) -> Result<task::Model, DbErr> {
-    if let Some(row) = row.try_as_pg_row() {
-        return decoded_task(row);
-    }
-    if let Some(row) = row.try_as_sqlite_row() {
-        return decoded_task(row);
-    }
-    Ok(task::Model {
-        id: row.try_get_by_index(0)?,
-        user_id: row.try_get_by_index(1)?,
-        title: row.try_get_by_index(2)?,
-        description: row.try_get_by_index(3)?,
-        completed: row.try_get_by_index(4)?,
-        created_at: row.try_get_by_index(5)?,
-        updated_at: row.try_get_by_index(6)?,
-    })
+/// `$body` with `$row` bound to the sqlx row under SeaORM's: PostgreSQL's or
+/// SQLite's, the two backends this service is built with, so that one
+/// generic decoder serves both.
+macro_rules! with_sqlx_row {
+    ($result:expr, |$row:ident| $body:expr) => {
+        if let Some($row) = $result.try_as_pg_row() {
+            $body
+        } else if let Some($row) = $result.try_as_sqlite_row() {
+            $body
+        } else {
+            Err(DbErr::Type(
+                "a row from neither PostgreSQL nor SQLite".into(),
+            ))
+        }
+    };
 }
 
-/// [`task_at`] on sqlx's row. The statements are ours and the column types
+fn task_at(row: &QueryResult) -> Result<task::Model, DbErr> {
+    with_sqlx_row!(row, |row| decoded_task(row))
+}
+
+/// A task from sqlx's row. The statements are ours and the column types
 /// those of the migration, so sqlx's check of each value's type against the
 /// Rust one (a fifth of decoding a listed row) is skipped; a value that is
 /// not what the migration made still fails to decode.
@@ -143,15 +146,11 @@ impl FromQueryResult for TaskRow {
 
 impl FromQueryResult for CountedRow {
     fn from_query_result(row: &QueryResult, _: &str) -> Result<Self, DbErr> {
-        Ok(CountedRow {
-            task: task_at(row)?,
+        with_sqlx_row!(row, |row| Ok(CountedRow {
+            task: decoded_task(row)?,
             // The column after the task's (see `list`).
-            total_count: match (row.try_as_pg_row(), row.try_as_sqlite_row()) {
-                (Some(pg), _) => decoded(pg, 7)?,
-                (_, Some(sqlite)) => decoded(sqlite, 7)?,
-                _ => row.try_get_by_index(7)?,
-            },
-        })
+            total_count: decoded(row, 7)?,
+        }))
     }
 }
 

@@ -74,15 +74,10 @@ impl TaskOut {
         ] {
             out.extend_from_slice(key);
             let mut buf = [0u8; 27];
-            match format_rfc3339_micros(at, &mut buf) {
-                // Digits and `-:.TZ` only: nothing to escape.
-                Some(text) => {
-                    out.push(b'"');
-                    out.extend_from_slice(text.as_bytes());
-                    out.push(b'"');
-                }
-                None => write_json_str(out, &rfc3339_micros_text(at, &mut buf)),
-            }
+            // Digits and `+-:.TZ` only (any year): nothing to escape.
+            out.push(b'"');
+            out.extend_from_slice(rfc3339_micros_text(at, &mut buf).as_bytes());
+            out.push(b'"');
         }
         out.push(b'}');
     }
@@ -207,7 +202,12 @@ mod tests {
                 description: description.map(str::to_owned),
                 completed: title.is_empty(),
                 created_at: t,
-                updated_at: Utc.timestamp_micros(0).unwrap(),
+                // Years outside 0..=9999 take chrono's formatting.
+                updated_at: if title.is_empty() {
+                    Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap()
+                } else {
+                    Utc.timestamp_micros(0).unwrap()
+                },
             };
             assert_eq!(
                 String::from_utf8(task.to_json()).unwrap(),

@@ -51,7 +51,7 @@ async fn abandoned_requests_leave_no_transaction_open(backend: Backend) {
     else {
         return;
     };
-    let addr = app.base.trim_start_matches("http://").to_owned();
+    let addr = app.addr();
     let ghosts: Vec<String> = (0..ABANDONERS)
         .map(|i| app.token(&format!("ghost{i}")))
         .collect();
@@ -166,7 +166,7 @@ async fn abandoned_lists_leave_clean_connections_and_readiness(backend: Backend)
     else {
         return;
     };
-    let addr = app.base.trim_start_matches("http://").to_owned();
+    let addr = app.addr();
     let token = app.token("lister");
     for k in 0..TASKS {
         app.create(

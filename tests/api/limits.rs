@@ -95,8 +95,8 @@ struct HeldRequest {
 
 impl HeldRequest {
     async fn open(app: &TestApp, token: &str, title: &str) -> HeldRequest {
-        let addr = app.base.trim_start_matches("http://");
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let addr = app.addr();
+        let mut stream = TcpStream::connect(addr.as_str()).await.unwrap();
         let body = json!({"title": title}).to_string();
         let head = format!(
             "POST /api/tasks HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\

@@ -257,6 +257,11 @@ pub struct TestAppBuilder {
 }
 
 impl TestApp {
+    /// `127.0.0.1:port`, for raw sockets.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
     pub fn builder(backend: Backend) -> TestAppBuilder {
         TestAppBuilder {
             backend,
@@ -442,7 +447,7 @@ impl BlockingApp {
 
     /// `127.0.0.1:port`, for raw sockets.
     pub fn addr(&self) -> String {
-        self.app.base.trim_start_matches("http://").to_owned()
+        self.app.addr()
     }
 
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
