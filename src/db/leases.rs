@@ -85,7 +85,9 @@ impl Leases {
         drop(stale);
         let (conn, since) = match fresh {
             Some(k) => (k.conn, k.since),
-            None => (self.pool.acquire().await?, now),
+            // Boxed: sqlx's acquire future is 4 KiB, and every future that
+            // awaits a lease (each request's) would otherwise carry it inline.
+            None => (Box::pin(self.pool.acquire()).await?, now),
         };
         Ok(Lease {
             conn: Some(conn),

@@ -123,7 +123,8 @@ impl StreamTrait for Unit {
 /// Rows of `stmt` on one connection of `pool`, as they arrive.
 fn sqlite_stream(pool: SqlitePool, stmt: Statement) -> RowStream<'static> {
     Box::pin(async_stream::stream! {
-        let mut conn = match pool.acquire().await {
+        // Boxed: sqlx's acquire future is ~14 KiB (see `Leases::acquire`).
+        let mut conn = match Box::pin(pool.acquire()).await {
             Ok(conn) => conn,
             Err(e) => {
                 yield Err(acquire_err(e));

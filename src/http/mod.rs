@@ -15,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
@@ -59,32 +60,36 @@ pub fn with_layers(
         ])
         .max_age(Duration::from_secs(600));
 
-    // Each `layer` wraps everything above it: the last one is outermost.
-    routes
-        .fallback(|| async { ApiError::RouteNotFound })
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            server.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked").into_response()
-        }))
-        .layer(middleware::from_fn_with_state(
-            server.body_timeout,
-            body::guard,
-        ))
-        .layer(middleware::map_response(json_errors))
-        // CORS inside the request log and metrics: the CORS layer answers
-        // preflights itself, and outside `track` they were neither logged
-        // nor counted (nor given a request id).
-        .layer(cors)
+    // One `Router::layer` call, so each route holds the whole stack as one
+    // boxed service: layer by layer, every request cloned each level's box
+    // again (48 boxes per request). `ServiceBuilder` lists the outermost first.
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), RandomRequestId))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(middleware::from_fn(context::track))
         .layer(middleware::from_fn_with_state(
             allowed,
             cors_only_for_allowed_origins,
         ))
-        .layer(middleware::from_fn(context::track))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, RandomRequestId))
+        // CORS inside the request log and metrics: the CORS layer answers
+        // preflights itself, and outside `track` they were neither logged
+        // nor counted (nor given a request id).
+        .layer(cors)
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(
+            server.body_timeout,
+            body::guard,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            server.request_timeout,
+        ));
+    routes
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(stack)
 }
 
 /// Request ids are version-4 UUIDs drawn from a thread-local generator
