@@ -262,6 +262,7 @@ fn expiry(now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Deletes keys past the retention period; returns how many.
 pub async fn purge_expired(db: &Db) -> Result<u64, DbErr> {
+    let _turn = db.write_turn().await?;
     let unit = db.unit().await?;
     let result = Keys::delete_many()
         .filter(Column::CreatedAt.lte(expiry(Utc::now())))

@@ -525,6 +525,7 @@ impl UserTasks {
         let result = self
             .db
             .bounded(async {
+                let _turn = self.db.write_turn().await?;
                 let unit = self.db.unit().await?;
                 let value = statement(&unit).await?;
                 unit.commit().await?;

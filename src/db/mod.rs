@@ -14,6 +14,7 @@ mod pool;
 mod pooled;
 mod startup;
 mod unit;
+mod writers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use unit::Unit;
 use leases::{Lease, Leases};
 use pooled::Transaction;
 use sea_orm::sqlx::{Sqlite, pool::PoolConnection};
+use writers::{Turn, Writers};
 
 use crate::config::{DatabaseSettings, PoolMode};
 use crate::readiness::Readiness;
@@ -59,6 +61,8 @@ struct Shared {
     probing: AtomicBool,
     /// See [`Db::bounded`]; `None` on SQLite.
     deadline: Option<Duration>,
+    /// SQLite: this process's writers, one at a time (see [`Db::write_turn`]).
+    sqlite_writers: Option<Writers>,
 }
 
 impl Db {
@@ -91,6 +95,7 @@ impl Db {
                 ),
                 readiness,
                 probing: AtomicBool::new(false),
+                sqlite_writers: (!postgres).then(|| Writers::new(pool::SQLITE_BUSY_TIMEOUT)),
             }),
         })
     }
@@ -132,15 +137,30 @@ impl Db {
     /// round trip as `BEGIN` (SQLite needs none: it has one writer).
     pub(crate) async fn begin_write(&self, postgres_lock: Option<i64>) -> Result<Unit, DbErr> {
         match self.backend() {
-            DbBackend::Sqlite => Ok(Unit::SqliteTransaction(
-                Box::pin(Transaction::<PoolConnection<Sqlite>>::begin(
-                    self.conn.get_sqlite_connection_pool(),
-                    "BEGIN IMMEDIATE",
-                    true,
+            DbBackend::Sqlite => {
+                let turn = self.write_turn().await?;
+                Ok(Unit::SqliteTransaction(
+                    Box::pin(Transaction::<PoolConnection<Sqlite>>::begin(
+                        self.conn.get_sqlite_connection_pool(),
+                        "BEGIN IMMEDIATE",
+                        true,
+                    ))
+                    .await?
+                    .holding(turn),
                 ))
-                .await?,
-            )),
+            }
             _ => self.begin_postgres(postgres_lock).await,
+        }
+    }
+
+    /// On SQLite, this writer's turn among the process's writers (see
+    /// [`writers`]): hold it until the write has committed. `None` on
+    /// PostgreSQL, whose writers do not wait for each other unless they
+    /// touch the same rows or lock.
+    pub(crate) async fn write_turn(&self) -> Result<Option<Turn>, DbErr> {
+        match &self.shared.sqlite_writers {
+            Some(writers) => writers.turn().await.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -282,6 +302,7 @@ impl Db {
 
     /// One committed write that touches no user data.
     pub(crate) async fn probe_write(&self) -> Result<(), DbErr> {
+        let _turn = self.write_turn().await?;
         let unit = self.unit().await?;
         unit.execute_unprepared(
             "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \

@@ -21,6 +21,10 @@ const SQLITE_ROW_BUFFER: usize = 1024;
 /// A request waiting for a connection to a dead database answers 503 this soon.
 pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a SQLite write waits for the write lock (SQLite's busy timeout,
+/// and this process's queue of writers: see `writers`).
+pub(super) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The serving pool: connects lazily, bounded statements.
 pub(super) async fn open(
     settings: &DatabaseSettings,
@@ -96,7 +100,7 @@ pub(super) fn options(
             // acknowledged, so it also survives an OS crash or power loss.
             o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .row_buffer_size(SQLITE_ROW_BUFFER)
                 .with_regexp()

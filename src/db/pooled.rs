@@ -123,6 +123,9 @@ pub struct Transaction<C: Held> {
     /// Named (cached) statements; false behind a transaction-mode pooler.
     pub(super) persistent: bool,
     open: bool,
+    /// SQLite: the writer's turn (see `writers`), given back when the
+    /// transaction is over (fields drop after `Drop::drop` has run).
+    turn: Option<super::writers::Turn>,
 }
 
 /// The SQLite pool hands out its connections; PostgreSQL's come as leases.
@@ -156,9 +159,16 @@ macro_rules! transaction_impl {
                     conn: Mutex::new(conn),
                     persistent,
                     open: true,
+                    turn: None,
                 };
                 run!(unprepared, &mut **txn.conn.get_mut(), begin)?;
                 Ok(txn)
+            }
+
+            /// Keeps `turn` until the transaction is over.
+            pub fn holding(mut self, turn: Option<super::writers::Turn>) -> Self {
+                self.turn = turn;
+                self
             }
 
             /// Its error is the write's: a write is acknowledged only once this succeeded.
