@@ -85,7 +85,7 @@ impl Leases {
         drop(stale);
         let (conn, since) = match fresh {
             Some(k) => (k.conn, k.since),
-            // Boxed: sqlx's acquire future is 4 KiB, and every future that
+            // Boxed: sqlx's acquire future is ~14 KiB, and every future that
             // awaits a lease (each request's) would otherwise carry it inline.
             None => (Box::pin(self.pool.acquire()).await?, now),
         };

@@ -129,7 +129,7 @@ pub struct Transaction<C: Held> {
 }
 
 /// The SQLite pool hands out its connections; PostgreSQL's come as leases.
-async fn acquire_sqlite(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, DbErr> {
+pub(super) async fn acquire_sqlite(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, DbErr> {
     // Boxed: sqlx's acquire future is ~14 KiB (see `Leases::acquire`).
     Box::pin(pool.acquire()).await.map_err(acquire_err)
 }

@@ -10,7 +10,7 @@ use sea_orm::sqlx::{Postgres, Sqlite, SqlitePool, pool::PoolConnection};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, StreamTrait};
 
 use super::leases::{Lease, Leases};
-use super::pooled::{RowStream, Transaction, acquire_err, query, query_err, run};
+use super::pooled::{RowStream, Transaction, acquire_err, acquire_sqlite, query, query_err, run};
 
 pub enum Unit {
     /// PostgreSQL (session mode): statements autocommit, prepared once per
@@ -123,11 +123,10 @@ impl StreamTrait for Unit {
 /// Rows of `stmt` on one connection of `pool`, as they arrive.
 fn sqlite_stream(pool: SqlitePool, stmt: Statement) -> RowStream<'static> {
     Box::pin(async_stream::stream! {
-        // Boxed: sqlx's acquire future is ~14 KiB (see `Leases::acquire`).
-        let mut conn = match Box::pin(pool.acquire()).await {
+        let mut conn = match acquire_sqlite(&pool).await {
             Ok(conn) => conn,
             Err(e) => {
-                yield Err(acquire_err(e));
+                yield Err(e);
                 return;
             }
         };

@@ -655,10 +655,6 @@ fn json_logs_are_one_object_per_line_without_tokens_or_queries() {
     }
 }
 
-// ---------------------------------------------------------------------------
-// 4. METRICS_ADDR.
-
-/// One scrape of `GET /metrics`, parsed.
 /// Worker threads batch their log lines (src/log_writer.rs): a request's
 /// line must still appear while the server idles, lines of two worker
 /// threads must never be torn into each other, and SIGTERM must write
@@ -731,6 +727,10 @@ fn request_lines_are_written_when_idle_whole_and_all_by_the_exit() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// 4. METRICS_ADDR.
+
+/// One scrape of `GET /metrics`, parsed.
 fn scrape(client: &Client, addr: &str) -> prometheus_parse::Scrape {
     let response = client.get(format!("http://{addr}/metrics")).send().unwrap();
     assert_eq!(response.status(), 200);
