@@ -881,7 +881,11 @@ async function main() {
       wrk: (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout || '').split('\n')[0].trim(),
       pgbench: wantPg ? execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim() : null,
     },
-    server: { binary: bin, binary_mtime: fs.statSync(bin).mtime.toISOString(), db_max_connections: opt['db-pool'] ?? 'server default', rust_log: opt['rust-log'] ?? 'server default' },
+    server: {
+      binary: bin, binary_mtime: fs.statSync(bin).mtime.toISOString(), db_max_connections: opt['db-pool'] ?? 'server default', rust_log: opt['rust-log'] ?? 'server default',
+      // How much of link/symbol-order.txt the binary has (a stale list costs memory: build.rs).
+      link_order: (spawnSync(process.execPath, [path.join(HERE, 'link-order.mjs'), '--check', '--bin', bin], { encoding: 'utf8' }).stdout || '').trim() || null,
+    },
     options: {
       users: N_USERS, tasks_per_user: N_TASKS, duration_s: DURATION, warmup_s: WARMUP, connections: CONNECTIONS, threads: THREADS,
       pgbench_clients: PGBENCH_CLIENTS, mix: MIX, list_limit: LIMIT, pg: opt.pg, scenarios,
@@ -891,6 +895,7 @@ async function main() {
     scenarios: [],
   };
 
+  if (results.server.link_order) log(results.server.link_order);
   const secret = crypto.randomBytes(32).toString('hex');
   const edKeys = ed25519Keys('k1');
   const jwks = await startJwksServer(edKeys.jwks);
