@@ -338,12 +338,49 @@ impl UserTasks {
             None => None,
         };
         // Bounded (see `Db::bounded`): the claim on the key is held until then.
-        let result = self
-            .db
-            .bounded(self.create_in_transaction(new, keyed))
-            .await;
+        let result = match keyed {
+            None if self.db.backend() == DbBackend::Postgres => {
+                self.db.bounded(self.create_in_one_statement(new)).await
+            }
+            _ => {
+                self.db
+                    .bounded(self.create_in_transaction(new, keyed))
+                    .await
+            }
+        };
         self.observe_write(&result);
         result
+    }
+
+    /// PostgreSQL, no idempotency key: one statement, one round trip. The
+    /// function `create_task` (migration `m20261130_000003`) takes the
+    /// user's lock, then counts and inserts (see `create_steps` for the
+    /// same in three).
+    async fn create_in_one_statement(&self, new: NewTask) -> Result<Created, StoreError> {
+        let now = now();
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT * FROM create_task($1, $2, $3, $4, $5, $6, $7)",
+            [
+                user_lock(&self.owner).into(),
+                self.owner.to_string().into(),
+                new.title.into_string().into(),
+                new.description.into(),
+                new.completed.into(),
+                now.into(),
+                i64::try_from(self.max_tasks).unwrap_or(i64::MAX).into(),
+            ],
+        );
+        let unit = self.db.unit().await?;
+        // Read to the end: the function returns one row, or none at the limit.
+        let row = unit.query_all_raw(statement).await?.into_iter().next();
+        unit.commit().await?;
+        match row {
+            Some(row) => Ok(Created::New(task_at(&row)?)),
+            None => Err(StoreError::TaskLimitReached {
+                limit: self.max_tasks,
+            }),
+        }
     }
 
     async fn create_in_transaction(
@@ -352,15 +389,10 @@ impl UserTasks {
         keyed: Option<&KeyedRequest>,
     ) -> Result<Created, StoreError> {
         // Creates of one user must not interleave (the limit is counted
-        // inside the insert): on PostgreSQL a per-user lock, taken with
-        // `BEGIN` unless a key must be checked first (SQLite's `BEGIN
-        // IMMEDIATE` already serialises writers).
-        let user_lock = idempotency::stable_hash(&[b"tasks", self.owner.as_bytes()]);
-        let txn = self
-            .db
-            .begin_write(keyed.is_none().then_some(user_lock))
-            .await?;
-        match self.create_steps(&txn, new, keyed, user_lock).await {
+        // inside the insert): on PostgreSQL a per-user lock, taken after the
+        // key's (SQLite's `BEGIN IMMEDIATE` already serialises writers).
+        let txn = self.db.begin_write().await?;
+        match self.create_steps(&txn, new, keyed).await {
             Ok(created @ Created::New(_)) => {
                 txn.commit().await?;
                 Ok(created)
@@ -376,15 +408,15 @@ impl UserTasks {
         }
     }
 
-    /// The statements of a create, in `txn`; the caller commits. Three round
-    /// trips on PostgreSQL without a key: `BEGIN` with the lock, the insert,
+    /// The statements of a create, in `txn`; the caller commits. On
+    /// PostgreSQL only keyed creates come here (the others take
+    /// `create_in_one_statement`); SQLite: `BEGIN IMMEDIATE`, the insert,
     /// `COMMIT`.
     async fn create_steps(
         &self,
         txn: &Unit,
         new: NewTask,
         keyed: Option<&KeyedRequest>,
-        user_lock: i64,
     ) -> Result<Created, StoreError> {
         let now = now();
         let postgres = self.db.backend() == DbBackend::Postgres;
@@ -396,7 +428,7 @@ impl UserTasks {
                 return Err(StoreError::IdempotencyInProgress);
             }
             if postgres {
-                lock_xact(txn, user_lock).await?;
+                lock_xact(txn, user_lock(&self.owner)).await?;
             }
             match idempotency::prior(txn, &self.owner, keyed, now).await? {
                 Prior::None => {}
@@ -542,6 +574,12 @@ impl UserTasks {
             _ => None,
         });
     }
+}
+
+/// The key of a user's PostgreSQL advisory lock, which that user's creates
+/// take in turn (the same on every instance).
+pub fn user_lock(owner: &str) -> i64 {
+    idempotency::stable_hash(&[b"tasks", owner.as_bytes()])
 }
 
 /// Waits for the transaction-level advisory lock `key` (released at commit

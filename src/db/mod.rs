@@ -124,7 +124,7 @@ impl Db {
                 Ok(Unit::Sqlite(self.conn.get_sqlite_connection_pool().clone()))
             }
             (_, PoolMode::Session) => Ok(Unit::Postgres(Arc::clone(self.leases()?))),
-            (_, PoolMode::Transaction) => self.begin_postgres(None).await,
+            (_, PoolMode::Transaction) => self.begin_postgres().await,
         }
     }
 
@@ -132,10 +132,7 @@ impl Db {
     /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
     /// reads first and then writes fails at once under contention instead of
     /// waiting its turn.
-    ///
-    /// `postgres_lock`: a transaction-level advisory lock taken in the same
-    /// round trip as `BEGIN` (SQLite needs none: it has one writer).
-    pub(crate) async fn begin_write(&self, postgres_lock: Option<i64>) -> Result<Unit, DbErr> {
+    pub(crate) async fn begin_write(&self) -> Result<Unit, DbErr> {
         match self.backend() {
             DbBackend::Sqlite => {
                 let turn = self.write_turn().await?;
@@ -149,7 +146,7 @@ impl Db {
                     .holding(turn),
                 ))
             }
-            _ => self.begin_postgres(postgres_lock).await,
+            _ => self.begin_postgres().await,
         }
     }
 
@@ -164,22 +161,18 @@ impl Db {
         }
     }
 
-    /// `BEGIN` (and the lock) in one round trip; behind a transaction-mode
-    /// pooler with `SET LOCAL statement_timeout` and unnamed statements (see
-    /// [`pooled`]).
-    async fn begin_postgres(&self, lock: Option<i64>) -> Result<Unit, DbErr> {
+    /// `BEGIN`; behind a transaction-mode pooler with `SET LOCAL
+    /// statement_timeout` in the same round trip, and unnamed statements
+    /// (see [`pooled`]).
+    async fn begin_postgres(&self) -> Result<Unit, DbErr> {
         let pooled = self.shared.pool_mode == PoolMode::Transaction;
-        let mut begin = if pooled {
-            self.shared.begin_pooled.clone()
+        let begin = if pooled {
+            self.shared.begin_pooled.as_str()
         } else {
-            "BEGIN".to_owned()
+            "BEGIN"
         };
-        if let Some(key) = lock {
-            // An integer: nothing to escape.
-            begin.push_str(&format!("; SELECT pg_advisory_xact_lock({key})"));
-        }
         Ok(Unit::PgTransaction(
-            Box::pin(Transaction::<Lease>::begin(self.leases()?, &begin, !pooled)).await?,
+            Box::pin(Transaction::<Lease>::begin(self.leases()?, begin, !pooled)).await?,
         ))
     }
 
@@ -323,19 +316,27 @@ impl Db {
             return Ok(None);
         }
         // Each table with what requests do to it: an upsert (the probe,
-        // idempotency keys) needs SELECT as well. Unqualified names resolve
-        // through the search path, as the service's own queries do.
+        // idempotency keys) needs SELECT as well; creates call `create_task`.
+        // Unqualified names resolve through the search path, as the
+        // service's own queries do.
         const SQL: &str = "\
             SELECT current_user::text AS role, current_schema()::text AS schema, \
-                   string_agg(t.name || ' (' || p.missing || ')', ', ' ORDER BY t.name) AS missing \
-            FROM (VALUES ('tasks', 'SELECT,INSERT,UPDATE,DELETE'), \
-                         ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), \
-                         ('service_probe', 'SELECT,INSERT,UPDATE')) AS t(name, privileges) \
-            CROSS JOIN LATERAL ( \
-                SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
-                FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
-                WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
-            WHERE p.missing IS NOT NULL";
+                   string_agg(m.item, ', ' ORDER BY m.item) AS missing \
+            FROM ( \
+                SELECT t.name || ' (' || p.missing || ')' AS item \
+                FROM (VALUES ('tasks', 'SELECT,INSERT,UPDATE,DELETE'), \
+                             ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), \
+                             ('service_probe', 'SELECT,INSERT,UPDATE')) AS t(name, privileges) \
+                CROSS JOIN LATERAL ( \
+                    SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
+                    FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
+                    WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
+                WHERE p.missing IS NOT NULL \
+                UNION ALL \
+                SELECT 'function create_task (EXECUTE)' \
+                WHERE NOT has_function_privilege( \
+                    'create_task(bigint, text, text, text, boolean, timestamptz, bigint)', 'EXECUTE') \
+            ) AS m";
         let unit = self.unit().await?;
         let row = unit
             .query_one_raw(sea_orm::Statement::from_string(DbBackend::Postgres, SQL))

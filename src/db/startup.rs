@@ -33,9 +33,10 @@ pub enum StartupError {
         source: sea_orm::DbErr,
     },
     #[error(
-        "the database role \"{role}\" of {url} lacks privileges on the service's tables: {missing}; \
+        "the database role \"{role}\" of {url} lacks privileges on the service's tables or functions: {missing}; \
          as their owner (the role of MIGRATION_DATABASE_URL), grant them, e.g. \
-         `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{role}\"`"
+         `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{role}\"` \
+         and `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO \"{role}\"`"
     )]
     Privileges {
         url: String,

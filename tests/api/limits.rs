@@ -9,6 +9,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
 use crate::common::{Backend, TestApp, error_code, json, send};
 
 async fn task_limit_is_exact(backend: Backend) {
@@ -62,6 +64,87 @@ async fn task_limit_is_exact(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(send(keyed()).await.0, StatusCode::CREATED);
     assert_eq!(app.db.snapshot().await.len(), 11);
+}
+
+/// PostgreSQL: a create that has to wait for the user's lock (held here by
+/// another transaction, which adds the user's last allowed task) counts that
+/// task once it gets the lock, and is refused: the count is taken after the
+/// lock is granted, not when the statement started.
+async fn a_create_counts_what_committed_while_it_waited_for_the_lock(backend: Backend) {
+    let Some(app) = TestApp::builder(backend)
+        .env("MAX_TASKS_PER_USER", "3")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let alice = app.token("alice");
+    for i in 0..2 {
+        app.create(&alice, json!({"title": format!("t{i}")})).await;
+    }
+    let db = app.db.connect().await;
+    let other = db.begin().await.unwrap();
+    other
+        .execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            todo_api::store::user_lock("alice")
+        ))
+        .await
+        .unwrap();
+    other
+        .execute_unprepared(
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) \
+             VALUES ('alice', 'third', false, now(), now())",
+        )
+        .await
+        .unwrap();
+    let create = tokio::spawn(send(
+        app.request(Method::POST, "/api/tasks", &alice)
+            .json(&json!({"title": "fourth"})),
+    ));
+    // The create is waiting for the lock once PostgreSQL says so.
+    let waiting = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' \
+                   AND datname = current_database()";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let row = db
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, waiting))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get::<i64>("", "n").unwrap() > 0 {
+            break;
+        }
+        assert!(
+            !create.is_finished(),
+            "the create did not wait for the lock"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the create never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    other.commit().await.unwrap();
+    let (status, body) = create.await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body:?}");
+    assert_eq!(error_code(&body), "task_limit_reached");
+    assert_eq!(app.db.snapshot().await.len(), 3);
+}
+
+mod lock_then_count {
+    use crate::common::Backend;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_create_counts_what_committed_while_it_waited_for_the_lock(Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pgbouncer() {
+        super::a_create_counts_what_committed_while_it_waited_for_the_lock(Backend::PgBouncer).await
+    }
 }
 
 async fn a_burst_from_one_browser_is_served(backend: Backend) {

@@ -492,13 +492,42 @@ fn roles_without_privileges_get_clear_errors() {
     );
     assert_clean("serve", &text);
 
-    // The GRANT it suggested is enough.
+    // The table GRANT it suggested; and a function no longer everyone's to
+    // run (PostgreSQL's default), as a DBA may set up: named as well.
     rt.block_on(async {
         let admin = Database::connect(cluster.url()).await.unwrap();
         admin
             .execute_unprepared(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"app\"",
             )
+            .await
+            .unwrap();
+        admin
+            .execute_unprepared("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC")
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+    });
+    let mut server = Server::start_listening(dir.path(), &env, &[]).expect("listens at once");
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("stops: the role cannot run create_task");
+    server.rest_of_log();
+    let log = server.log_so_far();
+    let last = log.last().unwrap();
+    assert!(!status.success(), "{status}\n{}", log.join("\n"));
+    assert!(
+        last.contains("function create_task (EXECUTE)")
+            && !last.contains("tasks (")
+            && last.contains("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public"),
+        "{last}"
+    );
+
+    // The GRANTs it suggested are enough.
+    rt.block_on(async {
+        let admin = Database::connect(cluster.url()).await.unwrap();
+        admin
+            .execute_unprepared("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO \"app\"")
             .await
             .unwrap();
         let _ = admin.close().await;
