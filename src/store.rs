@@ -337,17 +337,16 @@ impl UserTasks {
             ),
             None => None,
         };
+        if keyed.is_none() && self.db.backend() == DbBackend::Postgres {
+            return self
+                .write(async |unit| self.create_in_one_statement(unit, new).await)
+                .await;
+        }
         // Bounded (see `Db::bounded`): the claim on the key is held until then.
-        let result = match keyed {
-            None if self.db.backend() == DbBackend::Postgres => {
-                self.db.bounded(self.create_in_one_statement(new)).await
-            }
-            _ => {
-                self.db
-                    .bounded(self.create_in_transaction(new, keyed))
-                    .await
-            }
-        };
+        let result = self
+            .db
+            .bounded(self.create_in_transaction(new, keyed))
+            .await;
         self.observe_write(&result);
         result
     }
@@ -356,8 +355,11 @@ impl UserTasks {
     /// function `create_task` (migration `m20261130_000003`) takes the
     /// user's lock, then counts and inserts (see `create_steps` for the
     /// same in three).
-    async fn create_in_one_statement(&self, new: NewTask) -> Result<Created, StoreError> {
-        let now = now();
+    async fn create_in_one_statement(
+        &self,
+        unit: &Unit,
+        new: NewTask,
+    ) -> Result<Created, StoreError> {
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT * FROM create_task($1, $2, $3, $4, $5, $6, $7)",
@@ -367,15 +369,12 @@ impl UserTasks {
                 new.title.into_string().into(),
                 new.description.into(),
                 new.completed.into(),
-                now.into(),
+                now().into(),
                 i64::try_from(self.max_tasks).unwrap_or(i64::MAX).into(),
             ],
         );
-        let unit = self.db.unit().await?;
         // Read to the end: the function returns one row, or none at the limit.
-        let row = unit.query_all_raw(statement).await?.into_iter().next();
-        unit.commit().await?;
-        match row {
+        match unit.query_all_raw(statement).await?.into_iter().next() {
             Some(row) => Ok(Created::New(task_at(&row)?)),
             None => Err(StoreError::TaskLimitReached {
                 limit: self.max_tasks,
