@@ -242,12 +242,27 @@ fn serve_until_it_gives_up(dir: &Path, url: &str, log_format: &str) -> (ExitStat
         ("DB_STARTUP_TIMEOUT", STARTUP_TIMEOUT),
         ("LOG_FORMAT", log_format),
     ];
-    let mut server = Server::start_listening(dir, &env, &[]).expect("listens at once");
-    let status = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("gives up after DB_STARTUP_TIMEOUT");
+    serve_until_it_stops(dir, &env, "gives up after DB_STARTUP_TIMEOUT")
+}
+
+/// `serve` with `env`, which must stop on its own within 30 s (`why`):
+/// its exit status and every line it logged.
+fn serve_until_it_stops(dir: &Path, env: &[(&str, &str)], why: &str) -> (ExitStatus, Vec<String>) {
+    let mut server = Server::start_listening(dir, env, &[]).expect("listens at once");
+    let status = server.wait_exit(Duration::from_secs(30)).expect(why);
     server.rest_of_log();
     (status, server.log_so_far())
+}
+
+/// Runs each statement as the cluster's owner.
+fn as_owner(rt: &tokio::runtime::Runtime, cluster: &PgCluster, statements: &[&str]) {
+    rt.block_on(async {
+        let admin = Database::connect(cluster.url()).await.unwrap();
+        for sql in statements {
+            admin.execute_unprepared(sql).await.unwrap();
+        }
+        let _ = admin.close().await;
+    });
 }
 
 /// `migrate` with this database and the same `DB_STARTUP_TIMEOUT`.
@@ -473,12 +488,8 @@ fn roles_without_privileges_get_clear_errors() {
         ("DATABASE_URL", app_url.as_str()),
         ("MIGRATION_DATABASE_URL", owner_url.as_str()),
     ];
-    let mut server = Server::start_listening(dir.path(), &env, &[]).expect("listens at once");
-    let status = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("stops: the role cannot use the tables");
-    server.rest_of_log();
-    let log = server.log_so_far();
+    let (status, log) =
+        serve_until_it_stops(dir.path(), &env, "stops: the role cannot use the tables");
     let text = log.join("\n");
     assert!(!status.success(), "{status}\n{text}");
     assert!(!text.contains("database ready"), "{text}");
@@ -494,26 +505,16 @@ fn roles_without_privileges_get_clear_errors() {
 
     // The table GRANT it suggested; and a function no longer everyone's to
     // run (PostgreSQL's default), as a DBA may set up: named as well.
-    rt.block_on(async {
-        let admin = Database::connect(cluster.url()).await.unwrap();
-        admin
-            .execute_unprepared(
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"app\"",
-            )
-            .await
-            .unwrap();
-        admin
-            .execute_unprepared("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC")
-            .await
-            .unwrap();
-        let _ = admin.close().await;
-    });
-    let mut server = Server::start_listening(dir.path(), &env, &[]).expect("listens at once");
-    let status = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("stops: the role cannot run create_task");
-    server.rest_of_log();
-    let log = server.log_so_far();
+    as_owner(
+        &rt,
+        &cluster,
+        &[
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"app\"",
+            "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC",
+        ],
+    );
+    let (status, log) =
+        serve_until_it_stops(dir.path(), &env, "stops: the role cannot run create_task");
     let last = log.last().unwrap();
     assert!(!status.success(), "{status}\n{}", log.join("\n"));
     assert!(
@@ -524,14 +525,11 @@ fn roles_without_privileges_get_clear_errors() {
     );
 
     // The GRANTs it suggested are enough.
-    rt.block_on(async {
-        let admin = Database::connect(cluster.url()).await.unwrap();
-        admin
-            .execute_unprepared("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO \"app\"")
-            .await
-            .unwrap();
-        let _ = admin.close().await;
-    });
+    as_owner(
+        &rt,
+        &cluster,
+        &["GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO \"app\""],
+    );
     let server = Server::start(dir.path(), &env, &[]).expect("comes up once granted");
     create_and_see(&Client::new(), &server, &server, "granted");
     let (status, log) = server.terminate();
