@@ -24,11 +24,11 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mintHs256, mintEdDsa, ed25519Keys, startJwksServer } from './lib/tokens.mjs';
+import { buildRelease, freePort, serverBinary as libServerBinary } from './lib/build.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -46,11 +46,7 @@ function die(msg) { console.error(`[link-order] ${msg}`); process.exit(2); }
 function log(msg) { console.error(`[link-order] ${msg}`); }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function serverBinary() {
-  if (opt.bin) return path.resolve(opt.bin);
-  const target = process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target');
-  return path.join(target, 'release', 'todo-api');
-}
+const serverBinary = () => libServerBinary(opt.bin);
 
 /** Defined function symbols of the binary: name -> size in bytes. */
 function functionSymbols(bin) {
@@ -80,8 +76,7 @@ if (opt.check) {
 
 if (!opt['no-build']) {
   log('cargo build --release (no-op when up to date)');
-  const r = spawnSync('cargo', ['build', '--release', '--bin', 'todo-api'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) die('cargo build --release failed');
+  if (!buildRelease()) die('cargo build --release failed');
 }
 for (const tool of ['valgrind', 'nm', 'psql']) {
   if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) die(`needs ${tool}`);
@@ -94,14 +89,6 @@ async function cleanup() {
   if (!opt.keep) fs.rmSync(tmp, { recursive: true, force: true });
 }
 process.on('SIGINT', async () => { await cleanup(); process.exit(130); });
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
 
 /** The server under callgrind, counting from its first instruction. */
 async function startUnderCallgrind(name, env) {

@@ -20,6 +20,7 @@ import { cpuSeconds, cpuSplit, clusterCpuSeconds, childrenOf, machineCpu, memory
 import { startPrivateCluster, useSharedServer, createDatabase, dropDatabase, psql } from './lib/pg.mjs';
 import { startPgTap, describeEvents, summarise } from './lib/pgtrace.mjs';
 import { mintHs256, mintEdDsa, ed25519Keys, startJwksServer } from './lib/tokens.mjs';
+import { buildRelease, freePort, serverBinary as libServerBinary } from './lib/build.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -167,17 +168,6 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function need(cmd) {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   if (r.status !== 0) die(`${cmd} is not installed (see bench/README.md)`);
@@ -186,16 +176,11 @@ function need(cmd) {
 // ---------------------------------------------------------------------------
 // The server under test.
 
-function serverBinary() {
-  if (opt.bin) return path.resolve(opt.bin);
-  const target = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
-  return path.join(target, 'release', 'todo-api');
-}
+const serverBinary = () => libServerBinary(opt.bin);
 
 function build() {
   log('cargo build --release (no-op when up to date)');
-  const r = spawnSync('cargo', ['build', '--release', '--bin', 'todo-api'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) die('cargo build --release failed');
+  if (!buildRelease()) die('cargo build --release failed');
 }
 
 /**
