@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sea_orm::DbErr;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -255,10 +254,6 @@ pub struct ErrorCause(pub String);
 
 /// The error and each of its sources, for a log line.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    // Without sqlx's " at line N" of PostgreSQL's C source (see `db::describe`).
-    if let Some(db_err) = err.downcast_ref::<DbErr>() {
-        return crate::db::describe(db_err);
-    }
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -329,9 +324,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<DbErr> for ApiError {
-    fn from(err: DbErr) -> Self {
-        if crate::db::is_unavailable(&err) {
+impl From<crate::db::DbError> for ApiError {
+    fn from(err: crate::db::DbError) -> Self {
+        if err.is_unavailable() {
             ApiError::unavailable(err)
         } else {
             ApiError::internal(err)
@@ -439,7 +434,7 @@ mod tests {
 
     #[test]
     fn chains_keep_their_sources() {
-        let err = ApiError::from(DbErr::Custom("disk I/O error".into()));
+        let err = ApiError::internal("disk I/O error");
         let shown = error_chain(&err);
         assert!(shown.contains("disk I/O error"), "{shown}");
     }

@@ -13,19 +13,16 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::db::Db;
 use crate::error::FieldError;
-use crate::models::idempotency_key::{self, Column, Entity as Keys};
 
 pub const HEADER: &str = "idempotency-key";
 /// How long a key is remembered.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
-const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often keys past their retention period are deleted.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 const MAX_KEY_LEN: usize = 255;
 
 /// A valid key: 1 to 255 visible ASCII characters.
@@ -64,58 +61,21 @@ impl IdempotencyKey {
 }
 
 /// Identifies a request body: SHA-256 of its JSON value written canonically
-/// (object keys sorted, no white space), so formatting and key order do not
-/// make two equal bodies differ.
+/// (serde_json writes an object's keys sorted, and no white space), so
+/// formatting and key order do not make two equal bodies differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {
     pub fn of(body: &Map<String, Value>) -> Self {
-        let mut hasher = Sha256::new();
-        write_object(&mut hasher, body);
-        Fingerprint(hex(&hasher.finalize()))
+        let canonical = serde_json::to_vec(body).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        Fingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-fn write_object(h: &mut Sha256, object: &Map<String, Value>) {
-    let mut keys: Vec<&String> = object.keys().collect();
-    keys.sort();
-    h.update(b"{");
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            h.update(b",");
-        }
-        write_value(h, &Value::String(key.clone()));
-        h.update(b":");
-        write_value(h, &object[key]);
-    }
-    h.update(b"}");
-}
-
-fn write_value(h: &mut Sha256, value: &Value) {
-    match value {
-        Value::Object(o) => write_object(h, o),
-        Value::Array(items) => {
-            h.update(b"[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                write_value(h, item);
-            }
-            h.update(b"]");
-        }
-        // Scalars print the same whatever the input's formatting was.
-        scalar => h.update(scalar.to_string().as_bytes()),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A keyed create as the store needs it.
@@ -179,13 +139,13 @@ impl Drop for Claim {
 }
 
 /// Stable 64-bit name of `(user, key)` for `pg_try_advisory_xact_lock`.
-pub(crate) fn lock_key(user: &str, key: &IdempotencyKey) -> i64 {
+pub fn lock_key(user: &str, key: &IdempotencyKey) -> i64 {
     stable_hash(&[b"idempotency", user.as_bytes(), key.0.as_bytes()])
 }
 
 /// The first 8 bytes of SHA-256 over the NUL-separated parts: the same on
 /// every instance (no per-process seed, unlike std's hasher).
-pub(crate) fn stable_hash(parts: &[&[u8]]) -> i64 {
+fn stable_hash(parts: &[&[u8]]) -> i64 {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part);
@@ -197,95 +157,9 @@ pub(crate) fn stable_hash(parts: &[&[u8]]) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// The earlier request with this key, if one is remembered.
-pub(crate) async fn prior(
-    conn: &impl ConnectionTrait,
-    user: &str,
-    request: &KeyedRequest,
-    now: DateTime<Utc>,
-) -> Result<Prior, DbErr> {
-    let found = Keys::find_by_id((user.to_owned(), request.key.0.clone()))
-        .filter(Column::CreatedAt.gt(expiry(now)))
-        .one(conn)
-        .await?;
-    Ok(match found {
-        None => Prior::None,
-        Some(row) if row.fingerprint == request.fingerprint.0 => Prior::Replay(StoredResponse {
-            status: u16::try_from(row.status).unwrap_or(201),
-            body: row.body,
-            location: row.location,
-            task_id: row.task_id,
-        }),
-        Some(_) => Prior::Mismatch,
-    })
-}
-
-/// Remembers the response (replacing an expired row of the same key).
-pub(crate) async fn remember(
-    conn: &impl ConnectionTrait,
-    user: &str,
-    request: &KeyedRequest,
-    response: &StoredResponse,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let row = idempotency_key::ActiveModel {
-        user_id: Set(user.to_owned()),
-        key: Set(request.key.0.clone()),
-        fingerprint: Set(request.fingerprint.0.clone()),
-        status: Set(i16::try_from(response.status).unwrap_or(201)),
-        body: Set(response.body.clone()),
-        location: Set(response.location.clone()),
-        task_id: Set(response.task_id),
-        created_at: Set(now),
-    };
-    Keys::insert(row)
-        .on_conflict(
-            OnConflict::columns([Column::UserId, Column::Key])
-                .update_columns([
-                    Column::Fingerprint,
-                    Column::Status,
-                    Column::Body,
-                    Column::Location,
-                    Column::TaskId,
-                    Column::CreatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await
-        .map(|_| ())
-}
-
-fn expiry(now: DateTime<Utc>) -> DateTime<Utc> {
+/// Keys created at or before this instant are forgotten.
+pub fn expiry(now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::from_std(RETENTION).unwrap_or_else(|_| chrono::Duration::days(1))
-}
-
-/// Deletes keys past the retention period; returns how many.
-pub async fn purge_expired(db: &Db) -> Result<u64, DbErr> {
-    let _turn = db.write_turn().await?;
-    let unit = db.unit().await?;
-    let result = Keys::delete_many()
-        .filter(Column::CreatedAt.lte(expiry(Utc::now())))
-        .exec(&unit)
-        .await?;
-    unit.commit().await?;
-    Ok(result.rows_affected)
-}
-
-/// Purges now, then every hour, for as long as the process runs.
-pub fn spawn_purge(db: Db) {
-    tokio::spawn(async move {
-        loop {
-            match purge_expired(&db).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
-                Err(e) => {
-                    tracing::warn!(error = %crate::db::describe(&e), "could not purge expired idempotency keys")
-                }
-            }
-            tokio::time::sleep(PURGE_INTERVAL).await;
-        }
-    });
 }
 
 #[cfg(test)]

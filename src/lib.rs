@@ -40,11 +40,11 @@ pub enum StartupError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Database(#[from] db::StartupError),
-    #[error("cannot open the database ({url}): {}", db::describe(.source))]
+    #[error("cannot open the database ({url}): {source}")]
     Open {
         url: String,
         #[source]
-        source: sea_orm::DbErr,
+        source: db::DbError,
     },
     #[error("cannot start metrics: {0}")]
     Metrics(String),
@@ -71,12 +71,12 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         return Err(config::ConfigError::NoAuth.into());
     }
     let readiness = Arc::new(Readiness::default());
-    let db = Db::open(&settings.database, Arc::clone(&readiness))
-        .await
-        .map_err(|source| StartupError::Open {
+    let db = Db::open(&settings.database, Arc::clone(&readiness)).map_err(|source| {
+        StartupError::Open {
             url: config::redact_url(&settings.database.url),
             source,
-        })?;
+        }
+    })?;
     if let Some(addr) = settings.metrics_addr {
         let handle = metrics::install().map_err(StartupError::Metrics)?;
         // Bound here, not in the task: an address that cannot be listened on
@@ -116,7 +116,7 @@ impl App {
     /// and marks the instance ready; then starts the background upkeep.
     pub async fn start(&self) -> Result<(), StartupError> {
         db::start(&self.settings.database, &self.db).await?;
-        idempotency::spawn_purge(self.db.clone());
+        spawn_key_purge(self.db.clone());
         if self.settings.limits.rate_limit_per_user.is_some() {
             let limits = Arc::clone(&self.limits);
             tokio::spawn(async move {
@@ -153,6 +153,20 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// Deletes idempotency keys past their retention period now, then hourly.
+fn spawn_key_purge(db: Db) {
+    tokio::spawn(async move {
+        loop {
+            match store::purge_expired_keys(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+            tokio::time::sleep(idempotency::PURGE_INTERVAL).await;
+        }
+    });
 }
 
 /// How often rate-limiter state of quiet users is dropped.

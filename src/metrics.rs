@@ -121,8 +121,8 @@ pub async fn serve(
             let handle = handle.clone();
             let db = db.clone();
             async move {
-                let (open, idle) = db.pool_size();
-                metrics::gauge!("db_pool_connections").set(f64::from(open));
+                let (open, idle) = db.pool_status();
+                metrics::gauge!("db_pool_connections").set(open as f64);
                 metrics::gauge!("db_pool_idle_connections").set(idle as f64);
                 metrics::gauge!("db_pool_max_connections").set(f64::from(max_connections));
                 (

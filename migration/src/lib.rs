@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20260125_000001_create_tasks;
 mod m20261129_000002_idempotency_keys_and_probe;
 mod m20261130_000003_create_task_function;
+mod m20261204_000004_task_lists;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260125_000001_create_tasks::Migration),
             Box::new(m20261129_000002_idempotency_keys_and_probe::Migration),
             Box::new(m20261130_000003_create_task_function::Migration),
+            Box::new(m20261204_000004_task_lists::Migration),
         ]
     }
 }

@@ -1,62 +1,147 @@
-//! What a database error means for the caller: retry later (503), or a bug (500).
+//! What a database error means for the caller: retry later (503), or a bug
+//! (500). Each error is classified and described once, where it happens.
 
 use sea_orm::sqlx;
-use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
 
-/// A database error that is not the request's fault nor a bug.
+/// A database error that is neither the request's fault nor a bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// The database cannot be reached or is shutting down.
+    /// The database cannot be reached, is shutting down or too slow now.
     Unavailable,
     /// The database answers but cannot store: disk full, read-only, I/O error.
     /// Readiness reports it until a write succeeds again.
     Storage,
 }
 
-/// `None` for errors that are bugs (answered 500).
-pub fn classify(err: &DbErr) -> Option<Failure> {
-    match err {
-        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
-            Some(Failure::Unavailable)
+/// A database error: its class, SQLSTATE (or SQLite code), and a
+/// description fit for a log line (the database's message and hint, never
+/// its `detail`, which may quote row values).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    failure: Option<Failure>,
+    code: Option<String>,
+    message: String,
+}
+
+impl DbError {
+    /// `None` for errors that are bugs (answered 500).
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+    }
+
+    /// "Retry later" (503): unavailable, or storage failing.
+    pub fn is_unavailable(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// The SQLSTATE (PostgreSQL) or result code (SQLite), when the database
+    /// itself answered with an error.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        DbError {
+            failure: Some(Failure::Unavailable),
+            code: None,
+            message: message.into(),
         }
-        DbErr::Conn(_) => Some(Failure::Unavailable),
-        _ => sqlx_error(err).and_then(classify_sqlx),
+    }
+
+    pub(crate) fn bug(message: impl Into<String>) -> Self {
+        DbError {
+            failure: None,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// Unique violation (PostgreSQL 23505, SQLite's SQLITE_CONSTRAINT_PRIMARYKEY/UNIQUE).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self.code(), Some("23505" | "1555" | "2067"))
     }
 }
 
-/// True when the error means "retry later" (answered 503).
-pub fn is_unavailable(err: &DbErr) -> bool {
-    classify(err).is_some()
-}
-
-/// The sqlx error under a SeaORM connection, execution or query error.
-pub(crate) fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
-    match err {
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
-        _ => None,
-    }
-}
-
-fn classify_sqlx(err: &sqlx::Error) -> Option<Failure> {
-    match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => Some(Failure::Unavailable),
-        sqlx::Error::Database(db) => {
-            let code = db.code();
-            let code = code.as_deref().unwrap_or_default();
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                classify_sqlite(code)
-            } else {
-                classify_postgres(code)
+impl From<tokio_postgres::Error> for DbError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        if let Some(db) = err.as_db_error() {
+            let code = db.code().code();
+            let mut message = db.message().to_owned();
+            if let Some(hint) = db.hint() {
+                message.push_str(&format!(" (hint: {hint})"));
             }
+            message.push_str(&format!(" [SQLSTATE {code}]"));
+            return DbError {
+                failure: classify_postgres(code),
+                code: Some(code.to_owned()),
+                message,
+            };
         }
-        _ => None,
+        // tokio-postgres names its other errors by kind; those of the
+        // connection mean "unavailable", the others (a value that does not
+        // convert, a column that does not exist) are bugs.
+        let text = err.to_string();
+        let connection = err.is_closed()
+            || [
+                "error communicating",
+                "error performing TLS",
+                "error connecting",
+                "timeout",
+                "unexpected message",
+                "error parsing response",
+                "authentication error",
+            ]
+            .iter()
+            .any(|kind| text.starts_with(kind));
+        let message = match std::error::Error::source(&err) {
+            Some(source) => format!("{text}: {source}"),
+            None => text,
+        };
+        DbError {
+            failure: connection.then_some(Failure::Unavailable),
+            code: None,
+            message,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match err {
+            PoolError::Backend(e) => e.into(),
+            PoolError::Timeout(_) => {
+                DbError::unavailable("no database connection free within the acquire timeout")
+            }
+            other => DbError::unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned());
+                let failure = code.as_deref().and_then(classify_sqlite);
+                let message = match &code {
+                    Some(code) => format!("{} [code {code}]", db.message()),
+                    None => db.message().to_owned(),
+                };
+                DbError {
+                    failure,
+                    code,
+                    message,
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => DbError::unavailable(err.to_string()),
+            _ => DbError::bug(err.to_string()),
+        }
     }
 }
 
@@ -77,8 +162,8 @@ fn classify_sqlite(code: &str) -> Option<Failure> {
 
 fn classify_postgres(code: &str) -> Option<Failure> {
     match code {
-        // disk_full, io_error, read_only_sql_transaction (a read-only replica or
-        // default_transaction_read_only).
+        // disk_full, io_error, read_only_sql_transaction (a read-only replica
+        // or default_transaction_read_only).
         "53100" | "58030" | "25006" => Some(Failure::Storage),
         // 08: connection exception, 57P0x: shutting down, 53: insufficient
         // resources (too many connections, out of memory), 57014: cancelled
@@ -90,51 +175,16 @@ fn classify_postgres(code: &str) -> Option<Failure> {
     }
 }
 
-/// A database error in words for a log line or an operator: when the
-/// database itself answered with an error, its message, its hint (PostgreSQL)
-/// and its code; anything else as it displays itself.
-///
-/// Why not `Display`: sqlx 0.9 writes a PostgreSQL error as its message
-/// followed by " at line N", N being the line of PostgreSQL's own C source
-/// that raised it (the protocol's `L` field): "permission denied for schema
-/// public at line 3655" reads as a line of our SQL or of a migration, and
-/// tells whoever runs the service nothing. SeaORM puts "Execution Error:
-/// error returned from database: " in front. The `detail` field is left out:
-/// it may quote row values (user data) into the log.
-pub fn describe(err: &DbErr) -> String {
-    match sqlx_error(err) {
-        Some(sqlx_err @ sqlx::Error::Database(_)) => describe_sqlx(sqlx_err),
-        _ => err.to_string(),
-    }
-}
-
-/// [`describe`] for a bare sqlx error (a direct connection attempt).
-pub fn describe_sqlx(err: &sqlx::Error) -> String {
-    let sqlx::Error::Database(db) = err else {
-        return err.to_string();
+/// SQLite's BUSY/LOCKED, met when another process opens or migrates the
+/// same new file at the same moment.
+pub(crate) fn is_sqlite_busy(err: &sea_orm::DbErr) -> bool {
+    let sqlx_err = match err {
+        sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e))
+        | sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e))
+        | sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
     };
-    let mut text = db.message().to_owned();
-    let postgres = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
-    if let Some(hint) = postgres.and_then(|pg| pg.hint()) {
-        text.push_str(" (hint: ");
-        text.push_str(hint);
-        text.push(')');
-    }
-    if let Some(code) = db.code() {
-        let kind = if postgres.is_some() {
-            "SQLSTATE"
-        } else {
-            "code"
-        };
-        text.push_str(&format!(" [{kind} {code}]"));
-    }
-    text
-}
-
-/// SQLite's BUSY/LOCKED (any extended code), met when another process opens
-/// or migrates the same new file.
-pub(crate) fn is_sqlite_busy(err: &DbErr) -> bool {
-    matches!(sqlx_error(err), Some(sqlx::Error::Database(db))
+    matches!(&**sqlx_err, sqlx::Error::Database(db)
         if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
             && matches!(db.code().as_deref().and_then(sqlite_primary_code), Some(5 | 6)))
 }

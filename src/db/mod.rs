@@ -1,242 +1,257 @@
-//! The database: connection pool, units of work, migrations, start-up, and
-//! what its errors mean.
+//! The database behind one small interface: [`Db::read`], [`Db::write`]
+//! and [`Db::list`], over PostgreSQL ([`postgres`]) or SQLite ([`sqlite`]).
 //!
-//! Every write is acknowledged only after its commit succeeded: single
-//! statements are read to their end (a `RETURNING` read with a fetch-one would
-//! leave SQLite's autocommit unfinished and its error unseen), multi-statement
-//! writes commit explicitly, and a storage failure marks the instance not
-//! ready until a write succeeds again (a probe retries every second).
+//! That interface applies, in one place, what every request's database work
+//! needs: a deadline (see [`Db::bounded`]), the SQLite writer's turn, the
+//! rule that a write is acknowledged only once it has committed, and
+//! readiness following the outcome of writes (a storage failure makes the
+//! instance not ready until a write succeeds again; a probe retries every
+//! second).
 
 mod errors;
-mod leases;
 mod migrate;
-mod pool;
-mod pooled;
+mod postgres;
+mod sql;
+mod sqlite;
 mod startup;
-mod unit;
-mod writers;
+mod tls;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use futures_util::{Stream, StreamExt};
 
-pub use errors::{Failure, classify, describe, is_unavailable};
+pub use errors::{DbError, Failure};
 pub use migrate::migrate;
+pub use sql::{Column, Dialect, Row, Rows, Stmt, now};
 pub use startup::{StartupError, reach_and_migrate, start};
-pub use unit::Unit;
 
-use leases::{Lease, Leases};
-use pooled::Transaction;
-use sea_orm::sqlx::{Sqlite, pool::PoolConnection};
-use writers::{Turn, Writers};
-
-use crate::config::{DatabaseSettings, PoolMode};
+use crate::config::DatabaseSettings;
 use crate::readiness::Readiness;
+
+/// A request waiting for a connection to a dead database answers 503 this soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Added to the longest legitimate wait (a connection, then a statement)
+/// to make the deadline of [`Db::bounded`].
+const DEADLINE_SLACK: Duration = Duration::from_secs(2);
+
+/// How long `/health/ready` waits for the database before saying it does not answer.
+const PING_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// How often a failing instance tries a write of its own.
 const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Added to the longest legitimate wait (a connection, then a statement) to
-/// make the deadline of [`Db::bounded`]: slack for the few fast statements
-/// of a unit on a loaded machine.
-const DEADLINE_SLACK: Duration = Duration::from_secs(2);
-
-/// The pool and what every unit of work needs to know about it.
+/// The database: cheap to clone, shared by every request.
 #[derive(Clone)]
-pub struct Db {
-    conn: DatabaseConnection,
-    shared: Arc<Shared>,
+pub struct Db(Arc<Inner>);
+
+struct Inner {
+    engine: Engine,
+    readiness: Arc<Readiness>,
+    deadline: Option<Duration>,
+    probing: AtomicBool,
+    /// When a statement last came back without error, and when one last
+    /// found the database unavailable (ms since `opened`).
+    last_answer: AtomicU64,
+    last_unavailable: AtomicU64,
+    opened: Instant,
 }
 
-struct Shared {
-    /// PostgreSQL's connections, kept between requests; `None` on SQLite.
-    leases: Option<Arc<Leases>>,
-    pool_mode: PoolMode,
-    /// `BEGIN; SET LOCAL statement_timeout = ...` for transaction-mode units.
-    begin_pooled: String,
-    readiness: Arc<Readiness>,
-    probing: AtomicBool,
-    /// See [`Db::bounded`]; `None` on SQLite.
-    deadline: Option<Duration>,
-    /// SQLite: this process's writers, one at a time (see [`Db::write_turn`]).
-    sqlite_writers: Option<Writers>,
+enum Engine {
+    Postgres(postgres::Pg),
+    Sqlite(sqlite::Lite),
+}
+
+/// An error that may be the database's: readiness follows those.
+pub trait MaybeDbError {
+    fn db_error(&self) -> Option<&DbError>;
+}
+
+impl MaybeDbError for DbError {
+    fn db_error(&self) -> Option<&DbError> {
+        Some(self)
+    }
 }
 
 impl Db {
     /// A pool that connects on first use: the server listens before the
     /// database answers (see [`start`]).
-    pub async fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbErr> {
-        let conn = pool::open(settings, Arc::clone(&readiness)).await?;
-        let postgres = conn_is_postgres(settings);
-        let leases = postgres.then(|| {
-            Leases::new(
-                conn.get_postgres_connection_pool().clone(),
-                settings.max_connections,
-                pool::ACQUIRE_TIMEOUT,
-            )
-        });
-        Ok(Db {
-            conn,
-            shared: Arc::new(Shared {
-                leases,
-                deadline: postgres
-                    .then(|| pool::ACQUIRE_TIMEOUT + settings.statement_timeout + DEADLINE_SLACK),
-                pool_mode: if postgres {
-                    settings.pool_mode
-                } else {
-                    PoolMode::Session
-                },
-                begin_pooled: format!(
-                    "BEGIN; SET LOCAL statement_timeout = {}",
-                    settings.statement_timeout.as_millis()
-                ),
-                readiness,
-                probing: AtomicBool::new(false),
-                sqlite_writers: (!postgres).then(|| Writers::new(pool::SQLITE_BUSY_TIMEOUT)),
-            }),
-        })
+    pub fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbError> {
+        let postgres = !settings.url.starts_with("sqlite:");
+        let engine = if postgres {
+            Engine::Postgres(postgres::Pg::open(settings)?)
+        } else {
+            Engine::Sqlite(sqlite::Lite::open(settings, Arc::clone(&readiness))?)
+        };
+        Ok(Db(Arc::new(Inner {
+            engine,
+            readiness,
+            deadline: postgres
+                .then(|| ACQUIRE_TIMEOUT + settings.statement_timeout + DEADLINE_SLACK),
+            probing: AtomicBool::new(false),
+            last_answer: AtomicU64::new(0),
+            last_unavailable: AtomicU64::new(0),
+            opened: Instant::now(),
+        })))
     }
 
-    pub fn backend(&self) -> DbBackend {
-        self.conn.get_database_backend()
-    }
-
-    fn leases(&self) -> Result<&Arc<Leases>, DbErr> {
-        self.shared
-            .leases
-            .as_ref()
-            .ok_or_else(|| DbErr::Custom("no PostgreSQL connections on a SQLite database".into()))
+    pub fn dialect(&self) -> Dialect {
+        match self.0.engine {
+            Engine::Postgres(_) => Dialect::Postgres,
+            Engine::Sqlite(_) => Dialect::Sqlite,
+        }
     }
 
     pub fn readiness(&self) -> &Readiness {
-        &self.shared.readiness
+        &self.0.readiness
     }
 
-    /// Where one request's statements run: the pool itself (autocommit), or
-    /// behind a transaction-mode pooler a transaction of its own (see
-    /// [`pooled`]). End it with [`Unit::commit`].
-    pub(crate) async fn unit(&self) -> Result<Unit, DbErr> {
-        match (self.backend(), self.shared.pool_mode) {
-            (DbBackend::Sqlite, _) => {
-                Ok(Unit::Sqlite(self.conn.get_sqlite_connection_pool().clone()))
+    /// Reads: each statement's rows. Several statements see one snapshot
+    /// (one transaction); on PostgreSQL they take one round trip.
+    pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        self.bounded(async {
+            match &self.0.engine {
+                Engine::Postgres(pg) => {
+                    let mut conn = pg.checkout().await?;
+                    let transaction = stmts.len() > 1 || !pg.lone_statements_autocommit();
+                    pg.pipeline(&mut conn, transaction, stmts, transaction)
+                        .await
+                }
+                Engine::Sqlite(lite) => lite.read(stmts).await,
             }
-            (_, PoolMode::Session) => Ok(Unit::Postgres(Arc::clone(self.leases()?))),
-            (_, PoolMode::Transaction) => self.begin_postgres().await,
-        }
+        })
+        .await
     }
 
-    /// A transaction for a write of several statements. On SQLite it takes the
-    /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
-    /// reads first and then writes fails at once under contention instead of
-    /// waiting its turn.
-    pub(crate) async fn begin_write(&self) -> Result<Unit, DbErr> {
-        match self.backend() {
-            DbBackend::Sqlite => {
-                let turn = self.write_turn().await?;
-                Ok(Unit::SqliteTransaction(
-                    Box::pin(Transaction::<PoolConnection<Sqlite>>::begin(
-                        self.conn.get_sqlite_connection_pool(),
-                        "BEGIN IMMEDIATE",
-                        true,
-                    ))
-                    .await?
-                    .holding(turn),
-                ))
+    /// A write: `work` runs in a transaction, which commits when it returns
+    /// `Ok` (its answer waits for the commit) and rolls back otherwise.
+    pub async fn write<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError> + MaybeDbError,
+    {
+        let result = self
+            .bounded(async {
+                let mut tx = self.begin().await?;
+                match work(&mut tx).await {
+                    Ok(value) => {
+                        tx.commit().await?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+        self.observe_write(&result);
+        result
+    }
+
+    async fn begin(&self) -> Result<Tx<'_>, DbError> {
+        Ok(match &self.0.engine {
+            Engine::Postgres(pg) => Tx(TxOn::Postgres {
+                pg,
+                conn: pg.checkout().await?,
+            }),
+            Engine::Sqlite(lite) => {
+                let turn = lite.turn().await?;
+                Tx(TxOn::Sqlite {
+                    tx: Some(lite.begin_write().await?),
+                    _turn: turn,
+                })
             }
-            _ => self.begin_postgres().await,
-        }
+        })
     }
 
-    /// On SQLite, this writer's turn among the process's writers (see
-    /// [`writers`]): hold it until the write has committed. `None` on
-    /// PostgreSQL, whose writers do not wait for each other unless they
-    /// touch the same rows or lock.
-    pub(crate) async fn write_turn(&self) -> Result<Option<Turn>, DbErr> {
-        match &self.shared.sqlite_writers {
-            Some(writers) => writers.turn().await.map(Some),
-            None => Ok(None),
-        }
+    /// The rows of `stmt` as they arrive, for a listing: its memory does not
+    /// grow with its length. Each wait for the database is bounded (see
+    /// [`Db::bounded`]), not the whole stream: a client may read slowly.
+    pub async fn list(
+        &self,
+        stmt: Stmt,
+    ) -> Result<impl Stream<Item = Result<Row, DbError>> + Send + use<>, DbError> {
+        let rows: std::pin::Pin<Box<dyn Stream<Item = Result<Row, DbError>> + Send>> =
+            match &self.0.engine {
+                Engine::Postgres(pg) => {
+                    let conn = self.bounded(pg.checkout()).await?;
+                    Box::pin(self.bounded(pg.stream(conn, stmt)).await?)
+                }
+                Engine::Sqlite(lite) => Box::pin(lite.stream(stmt)),
+            };
+        let deadline = self.0.deadline;
+        Ok(
+            futures_util::stream::unfold(rows, move |mut rows| async move {
+                let next = match deadline {
+                    None => rows.next().await,
+                    Some(deadline) => match tokio::time::timeout(deadline, rows.next()).await {
+                        Ok(next) => next,
+                        Err(_) => Some(Err(no_answer_within(deadline))),
+                    },
+                };
+                next.map(|row| (row, rows))
+            })
+            .fuse(),
+        )
     }
 
-    /// `BEGIN`; behind a transaction-mode pooler with `SET LOCAL
-    /// statement_timeout` in the same round trip, and unnamed statements
-    /// (see [`pooled`]).
-    async fn begin_postgres(&self) -> Result<Unit, DbErr> {
-        let pooled = self.shared.pool_mode == PoolMode::Transaction;
-        let begin = if pooled {
-            self.shared.begin_pooled.as_str()
-        } else {
-            "BEGIN"
-        };
-        Ok(Unit::PgTransaction(
-            Box::pin(Transaction::<Lease>::begin(self.leases()?, begin, !pooled)).await?,
-        ))
-    }
-
-    /// Runs one request's database work (a unit, a transaction, or the wait
-    /// for the next row of a listing) under a deadline of the service's own,
-    /// answered as "unavailable" (503) when it passes.
+    /// Runs one request's database work under a deadline of the service's
+    /// own, answered as "unavailable" (503) when it passes.
     ///
-    /// Why: `statement_timeout` is enforced by the server, and sqlx has no
-    /// read timeout. A PostgreSQL that hangs with its connections open (a
-    /// suspended VM or container, an I/O stall, a network that drops packets
-    /// without closing the connection) enforces nothing, and each request
-    /// holding a connection waited for as long as the hang, up to
-    /// `HTTP_REQUEST_TIMEOUT` (tests/api/faults.rs: 15 s under a 15 s hang).
-    /// The deadline is the longest legitimate wait: a connection
-    /// (`ACQUIRE_TIMEOUT`), one statement (`statement_timeout`, e.g. one
-    /// waiting for a lock) and some slack. A write cut short may still
-    /// commit when the database resumes, as when a connection drops during
-    /// COMMIT: the 503 tells the client to retry, and a retry with its
-    /// `Idempotency-Key` gets 409 while that transaction still holds the key,
-    /// then the stored response.
-    ///
-    /// SQLite runs in this process, waits for locks at most its busy
-    /// timeout, and is not bounded here.
-    pub(crate) fn bounded<T, E: From<DbErr>>(
+    /// Why: `statement_timeout` is enforced by the server, and the drivers
+    /// have no read timeout. A PostgreSQL that hangs with its connections
+    /// open (a suspended VM, an I/O stall, a network that drops packets)
+    /// enforces nothing. The deadline is the longest legitimate wait: a
+    /// connection, one statement (waiting for a lock, say) and some slack.
+    /// A write cut short may still commit when the database resumes, as
+    /// when a connection drops during COMMIT: the 503 tells the client to
+    /// retry, and a retry with its `Idempotency-Key` is answered safely.
+    /// SQLite runs in this process and waits at most its busy timeout.
+    pub async fn bounded<T, E: From<DbError> + MaybeDbError>(
         &self,
         work: impl Future<Output = Result<T, E>>,
-    ) -> impl Future<Output = Result<T, E>> {
-        // Database futures are large (SeaORM's and sqlx's states, kilobytes);
-        // boxed at once, every layer above moves a pointer instead of copying
-        // them (copies were half the instructions of a request).
+    ) -> Result<T, E> {
+        // Boxed: database futures are large, and each layer above would copy them.
         let work = Box::pin(work);
-        let deadline = self.shared.deadline;
-        async move {
-            let Some(deadline) = deadline else {
-                return work.await;
-            };
-            match tokio::time::timeout(deadline, work).await {
+        let result = match self.0.deadline {
+            None => work.await,
+            Some(deadline) => match tokio::time::timeout(deadline, work).await {
                 Ok(result) => result,
                 Err(_) => Err(E::from(no_answer_within(deadline))),
+            },
+        };
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e)
+                if e.db_error()
+                    .is_some_and(|e| e.failure() == Some(Failure::Unavailable)) =>
+            {
+                let now = self.millis();
+                self.0.last_unavailable.fetch_max(now, Ordering::Relaxed);
             }
+            Err(_) => {}
         }
+        result
     }
 
-    /// The next item of a stream of rows, under the same deadline as
-    /// [`Db::bounded`] (but without its allocation: a listing waits once per row).
-    pub(crate) async fn next_within_deadline<S, T>(&self, rows: &mut S) -> Result<Option<T>, DbErr>
-    where
-        S: futures_util::Stream<Item = T> + Unpin,
-    {
-        use futures_util::StreamExt;
-        match self.shared.deadline {
-            None => Ok(rows.next().await),
-            Some(deadline) => tokio::time::timeout(deadline, rows.next())
-                .await
-                .map_err(|_| no_answer_within(deadline)),
-        }
+    /// The database just answered (see [`Db::ping`]).
+    fn answered(&self) {
+        let now = self.millis();
+        self.0.last_answer.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn millis(&self) -> u64 {
+        // At least 1: 0 means "never".
+        (self.0.opened.elapsed().as_millis() as u64).max(1)
     }
 
     /// Readiness and logs follow the outcome of every write.
-    pub(crate) fn observe_write<T, E>(
-        &self,
-        result: &Result<T, E>,
-        db_err: impl Fn(&E) -> Option<&DbErr>,
-    ) {
+    fn observe_write<T, E: MaybeDbError>(&self, result: &Result<T, E>) {
         match result {
             Ok(_) => {
                 if self.readiness().write_succeeded() {
@@ -244,163 +259,177 @@ impl Db {
                 }
             }
             Err(e) => {
-                if let Some(err) = db_err(e)
-                    && classify(err) == Some(Failure::Storage)
+                if let Some(err) = e.db_error()
+                    && err.failure() == Some(Failure::Storage)
                 {
-                    self.storage_failed(err);
+                    if self.readiness().write_failed(&err.to_string()) {
+                        tracing::error!(error = %err, "the database cannot store writes; answering 503 and not ready until a write succeeds");
+                    }
+                    self.spawn_write_probe();
                 }
             }
         }
-    }
-
-    fn storage_failed(&self, err: &DbErr) {
-        // `describe`: without sqlx's " at line N" (see there).
-        let cause = describe(err);
-        if self.readiness().write_failed(&cause) {
-            tracing::error!(error = %cause, "the database cannot store writes; answering 503 and not ready until a write succeeds");
-        }
-        self.spawn_write_probe();
     }
 
     /// While writes fail, a write of our own every second finds out when
     /// storage is back (a user's successful write ends it sooner).
     fn spawn_write_probe(&self) {
-        if self.shared.probing.swap(true, Ordering::AcqRel) {
+        if self.0.probing.swap(true, Ordering::AcqRel) {
             return;
         }
         let db = self.clone();
         tokio::spawn(async move {
-            loop {
-                while db.readiness().writes_failing() {
-                    tokio::time::sleep(WRITE_PROBE_INTERVAL).await;
-                    match db.probe_write().await {
-                        Ok(()) => {
-                            if db.readiness().write_succeeded() {
-                                tracing::info!("a probe write succeeded; ready again");
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %describe(&e), "probe write failed"),
-                    }
-                }
-                db.shared.probing.store(false, Ordering::Release);
-                // A failure may have arrived between the last check and the store.
-                if !db.readiness().writes_failing()
-                    || db.shared.probing.swap(true, Ordering::AcqRel)
-                {
-                    return;
+            while db.readiness().writes_failing() {
+                tokio::time::sleep(WRITE_PROBE_INTERVAL).await;
+                if let Err(e) = db.probe_write().await {
+                    tracing::debug!(error = %e, "probe write failed");
                 }
             }
+            db.0.probing.store(false, Ordering::Release);
         });
     }
 
     /// One committed write that touches no user data.
-    pub(crate) async fn probe_write(&self) -> Result<(), DbErr> {
-        let _turn = self.write_turn().await?;
-        let unit = self.unit().await?;
-        unit.execute_unprepared(
+    pub(crate) async fn probe_write(&self) -> Result<(), DbError> {
+        let stmt = self.dialect().raw(
             "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
-        )
-        .await?;
-        unit.commit().await
+            [],
+        );
+        self.write(async |tx| tx.run_and_commit(std::slice::from_ref(&stmt)).await)
+            .await
+            .map(|_| ())
     }
 
-    /// The privileges the serving role lacks on the tables requests use,
-    /// on PostgreSQL: `(role, schema, missing)`, `missing` as
-    /// "tasks (SELECT, DELETE), ..."; `None` when it has them all (and
-    /// always on SQLite). See `startup::check_privileges`.
-    pub(crate) async fn missing_privileges(
-        &self,
-    ) -> Result<Option<(String, String, String)>, DbErr> {
-        if self.backend() != DbBackend::Postgres {
-            return Ok(None);
+    /// Does the database answer, within [`PING_TIMEOUT`]? A request's
+    /// statement answered that recently says so already: a busy instance
+    /// is not asked to queue a ping behind its requests (it would answer
+    /// late, or 503, while the database is fine).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let last = self.0.last_answer.load(Ordering::Relaxed);
+        let recent = self.millis().saturating_sub(last) < PING_TIMEOUT.as_millis() as u64;
+        if last > 0 && recent && last > self.0.last_unavailable.load(Ordering::Relaxed) {
+            return Ok(());
         }
-        // Each table with what requests do to it: an upsert (the probe,
-        // idempotency keys) needs SELECT as well; creates call `create_task`.
-        // Unqualified names resolve through the search path, as the
-        // service's own queries do.
-        const SQL: &str = "\
-            SELECT current_user::text AS role, current_schema()::text AS schema, \
-                   string_agg(m.item, ', ' ORDER BY m.item) AS missing \
-            FROM ( \
-                SELECT t.name || ' (' || p.missing || ')' AS item \
-                FROM (VALUES ('tasks', 'SELECT,INSERT,UPDATE,DELETE'), \
-                             ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), \
-                             ('service_probe', 'SELECT,INSERT,UPDATE')) AS t(name, privileges) \
-                CROSS JOIN LATERAL ( \
-                    SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
-                    FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
-                    WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
-                WHERE p.missing IS NOT NULL \
-                UNION ALL \
-                SELECT 'function create_task (EXECUTE)' \
-                WHERE NOT has_function_privilege( \
-                    'create_task(bigint, text, text, text, boolean, timestamptz, bigint)', 'EXECUTE') \
-            ) AS m";
-        let unit = self.unit().await?;
-        let row = unit
-            .query_one_raw(sea_orm::Statement::from_string(DbBackend::Postgres, SQL))
-            .await;
-        unit.rollback().await?;
-        let Some(row) = row? else {
-            return Ok(None);
-        };
-        let missing: Option<String> = row.try_get("", "missing")?;
-        Ok(match missing {
-            Some(missing) => Some((
-                row.try_get("", "role")?,
-                row.try_get("", "schema")?,
-                missing,
-            )),
-            None => None,
-        })
-    }
-
-    /// Does the database answer (in bounded time: see [`Db::bounded`])?
-    pub async fn ping(&self) -> Result<(), DbErr> {
-        match &self.shared.leases {
-            // In turn with requests: sqlx's pool may have lent out every
-            // connection (kept between requests, see `leases`).
-            Some(leases) => {
-                self.bounded(async {
-                    let mut lease = leases.acquire().await.map_err(pooled::acquire_err)?;
-                    sea_orm::sqlx::Connection::ping(&mut *lease)
-                        .await
-                        .map_err(pooled::acquire_err)?;
-                    lease.finished_cleanly();
-                    Ok(())
-                })
-                .await
+        let ping = async {
+            match &self.0.engine {
+                Engine::Postgres(pg) => pg.ping().await,
+                Engine::Sqlite(lite) => lite.ping().await,
             }
-            None => self.bounded(self.conn.ping()).await,
+        };
+        match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(Ok(())) => {
+                self.answered();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(no_answer_within(PING_TIMEOUT)),
         }
     }
 
     /// Open and idle connections of the pool (metrics).
-    pub fn pool_size(&self) -> (u32, usize) {
-        match self.backend() {
-            DbBackend::Postgres => {
-                let pool = self.conn.get_postgres_connection_pool();
-                // Kept leases are idle too, though sqlx counts them in use.
-                let kept = self.shared.leases.as_ref().map_or(0, |l| l.kept());
-                (pool.size(), pool.num_idle() + kept)
+    pub fn pool_status(&self) -> (usize, usize) {
+        match &self.0.engine {
+            Engine::Postgres(pg) => pg.status(),
+            Engine::Sqlite(lite) => lite.status(),
+        }
+    }
+}
+
+/// A write's transaction: statements run in batches, each batch one round
+/// trip on PostgreSQL (the first also carries `BEGIN`).
+pub struct Tx<'a>(TxOn<'a>);
+
+enum TxOn<'a> {
+    Postgres {
+        pg: &'a postgres::Pg,
+        conn: postgres::Checkout,
+    },
+    Sqlite {
+        /// `None` once committed.
+        tx: Option<sqlx::Transaction<'static, sqlx::Sqlite>>,
+        _turn: sqlite::Turn,
+    },
+}
+
+use sea_orm::sqlx;
+
+impl Tx<'_> {
+    /// Runs `stmts`; more may follow.
+    pub async fn run(&mut self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        self.batch(stmts, false).await
+    }
+
+    /// Runs `stmts` and commits, in the same round trip on PostgreSQL.
+    pub async fn run_and_commit(&mut self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        self.batch(stmts, true).await
+    }
+
+    async fn batch(&mut self, stmts: &[Stmt], commit: bool) -> Result<Vec<Rows>, DbError> {
+        match &mut self.0 {
+            TxOn::Postgres { pg, conn } => {
+                // A transaction of one statement is the statement alone
+                // (autocommit), unless a pooler needs the transaction's settings.
+                let open = conn.in_transaction();
+                if commit && !open && stmts.len() == 1 && pg.lone_statements_autocommit() {
+                    return pg.pipeline(conn, false, stmts, false).await;
+                }
+                pg.pipeline(conn, !open, stmts, commit).await
             }
-            _ => {
-                let pool = self.conn.get_sqlite_connection_pool();
-                (pool.size(), pool.num_idle())
+            TxOn::Sqlite { tx, .. } => {
+                let conn = tx
+                    .as_mut()
+                    .ok_or_else(|| DbError::bug("a statement after the commit"))?;
+                let mut results = Vec::with_capacity(stmts.len());
+                for stmt in stmts {
+                    results.push(sqlite::run(conn, stmt).await?);
+                }
+                if commit && let Some(tx) = tx.take() {
+                    tx.commit().await?;
+                }
+                Ok(results)
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), DbError> {
+        match &mut self.0 {
+            TxOn::Postgres { pg, conn } if conn.in_transaction() => {
+                pg.pipeline(conn, false, &[], true).await.map(|_| ())
+            }
+            TxOn::Postgres { .. } => Ok(()),
+            TxOn::Sqlite { tx, .. } => match tx.take() {
+                Some(tx) => Ok(tx.commit().await?),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Ends a transaction that will not commit. A failure leaves the
+    /// connection to be closed (see `postgres::Checkout`).
+    async fn rollback(&mut self) {
+        match &mut self.0 {
+            TxOn::Postgres { pg, conn } if conn.in_transaction() => {
+                if let Err(e) = pg.rollback(conn).await {
+                    tracing::debug!(error = %e, "rollback failed; the connection is closed");
+                }
+            }
+            TxOn::Postgres { .. } => {}
+            TxOn::Sqlite { tx, .. } => {
+                if let Some(tx) = tx.take()
+                    && let Err(e) = tx.rollback().await
+                {
+                    tracing::debug!(error = %e, "rollback failed");
+                }
             }
         }
     }
 }
 
-/// What passing [`Db::bounded`]'s deadline answers: unavailable (503).
-fn no_answer_within(deadline: Duration) -> DbErr {
-    DbErr::Conn(RuntimeErr::Internal(format!(
+/// What passing a deadline answers: unavailable (503).
+fn no_answer_within(deadline: Duration) -> DbError {
+    DbError::unavailable(format!(
         "no answer from the database within {:.1} s",
         deadline.as_secs_f64()
-    )))
-}
-
-fn conn_is_postgres(settings: &DatabaseSettings) -> bool {
-    !settings.url.starts_with("sqlite:")
+    ))
 }

@@ -1,6 +1,7 @@
 //! `/api/tasks`: the six task endpoints. Each handler takes [`UserTasks`]
 //! first, so the caller is authenticated before anything else is read.
 
+use crate::db::DbError;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, RawQuery};
@@ -8,7 +9,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
-use sea_orm::DbErr;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -118,7 +118,7 @@ const WHOLE_PAGE_LIMIT: u64 = 100;
 
 /// A bounded page as one JSON array.
 async fn whole_array(
-    mut rows: impl Stream<Item = Result<task::Model, DbErr>> + Unpin,
+    mut rows: impl Stream<Item = Result<task::Model, DbError>> + Unpin,
 ) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(4096);
     out.push(b'[');
@@ -136,7 +136,7 @@ async fn whole_array(
 
 /// The tasks as a JSON array, written as the rows arrive from the database:
 /// memory stays flat however long the list is.
-fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'static) -> Body {
+fn json_array(rows: impl Stream<Item = Result<task::Model, DbError>> + Send + 'static) -> Body {
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
     let chunks = async_stream::try_stream! {
         let mut batches = Box::pin(rows.ready_chunks(128));
@@ -145,7 +145,7 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbErr>> + Send + 'sta
             let mut chunk = Vec::with_capacity(batch.len() * 256 + 1);
             for row in batch {
                 let task = row.inspect_err(|e| {
-                    tracing::warn!(error = %crate::db::describe(e), "listing failed mid-stream; the response is cut short");
+                    tracing::warn!(error = %e, "listing failed mid-stream; the response is cut short");
                 })?;
                 chunk.push(if opened { b',' } else { b'[' });
                 opened = true;

@@ -1,0 +1,376 @@
+//! The only way to reach tasks: a store scoped to one verified user.
+//!
+//! [`UserTasks`] is built from an [`Identity`] that came out of token
+//! verification, and every statement it sends carries `user_id = owner`
+//! (see [`sql`]). Handlers get no database handle of their own, so a query
+//! without the user filter cannot be written in a handler.
+//!
+//! Each request's work is one round trip to PostgreSQL: reads and single
+//! writes are one statement; a create counts and inserts in one statement
+//! (two on SQLite, in one transaction); a create with an `Idempotency-Key`
+//! takes two round trips (look up the key and create, then remember the
+//! response and commit).
+
+mod sql;
+
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+
+use crate::auth::Identity;
+use crate::db::{Db, DbError, Dialect, MaybeDbError, Row, Tx, now};
+use crate::idempotency::{self, InFlight, KeyedRequest, StoredResponse};
+use crate::models::input::{NewTask, TaskChanges};
+use crate::models::list::ListQuery;
+use crate::models::output::TaskOut;
+use crate::models::task;
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the user already has {limit} tasks")]
+    TaskLimitReached { limit: u64 },
+    #[error("the idempotency key was used with another body")]
+    IdempotencyMismatch,
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyInProgress,
+    #[error("the task created with this idempotency key was deleted since")]
+    IdempotentTaskDeleted,
+}
+
+impl MaybeDbError for StoreError {
+    fn db_error(&self) -> Option<&DbError> {
+        match self {
+            StoreError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// One user's tasks.
+pub struct UserTasks {
+    db: Db,
+    owner: Arc<str>,
+    max_tasks: u64,
+    in_flight_keys: Arc<InFlight>,
+}
+
+/// A create's outcome.
+pub enum Created {
+    New(task::Model),
+    /// An earlier request with the same `Idempotency-Key` and body: its response.
+    Replayed(StoredResponse),
+}
+
+/// A listing: the number of matching tasks before `limit`/`offset`, and the
+/// page itself as a stream (its memory does not grow with its length).
+pub struct Listing {
+    pub total: u64,
+    pub tasks: std::pin::Pin<Box<dyn Stream<Item = Result<task::Model, DbError>> + Send>>,
+}
+
+/// What the authentication extractor hands the store besides the identity.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub db: Db,
+    pub max_tasks: u64,
+    pub in_flight_keys: Arc<InFlight>,
+}
+
+impl UserTasks {
+    /// Only the authentication extractor calls this, with a verified identity.
+    pub(crate) fn new(config: &StoreConfig, identity: &Identity) -> Self {
+        UserTasks {
+            db: config.db.clone(),
+            owner: Arc::from(identity.user_id.as_str()),
+            max_tasks: config.max_tasks,
+            in_flight_keys: Arc::clone(&config.in_flight_keys),
+        }
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<Listing, StoreError> {
+        let Some(stmt) = sql::list(self.dialect(), &self.owner, query) else {
+            return Ok(Listing {
+                total: 0,
+                tasks: Box::pin(futures_util::stream::empty()),
+            });
+        };
+        let mut rows = Box::pin(self.db.list(stmt).await?);
+        // The first row carries the total; an empty page past the end does not.
+        let first = rows.next().await.transpose()?;
+        let total = match &first {
+            Some(row) => row.get::<i64>(7)?,
+            None if query.offset.unwrap_or(0) > 0 => {
+                match sql::list_count(self.dialect(), &self.owner, query) {
+                    Some(count) => one_row(self.db.read(&[count]).await?)
+                        .map_or(Ok(0), |row| row.get::<i64>(0))?,
+                    None => 0,
+                }
+            }
+            None => 0,
+        };
+        let tasks = futures_util::stream::iter(first.map(Ok))
+            .chain(rows)
+            .map(|row| row.and_then(|row| task(&row)));
+        Ok(Listing {
+            total: u64::try_from(total).unwrap_or(0),
+            tasks: Box::pin(tasks),
+        })
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<task::Model>, StoreError> {
+        let rows = self
+            .db
+            .read(&[sql::get(self.dialect(), &self.owner, id)])
+            .await?;
+        Ok(one_row(rows).as_ref().map(task).transpose()?)
+    }
+
+    /// Creates a task unless the user is at the task limit. With an
+    /// idempotency key, a repeat of an earlier create replays its response,
+    /// and the response is stored in the same transaction as the task.
+    pub async fn create(
+        &self,
+        new: NewTask,
+        keyed: Option<&KeyedRequest>,
+    ) -> Result<Created, StoreError> {
+        let new = sql::NewRow {
+            user: self.owner.to_string(),
+            max_tasks: i64::try_from(self.max_tasks).unwrap_or(i64::MAX),
+            title: new.title.into_string(),
+            description: new.description,
+            completed: new.completed,
+            now: now(),
+        };
+        let Some(keyed) = keyed else {
+            return self
+                .db
+                .write(async |tx| self.insert(tx, &new).await.map(Created::New))
+                .await;
+        };
+        // A repeat while the first runs in this process is a conflict at
+        // once (across instances, the key's advisory lock on PostgreSQL).
+        let _claim = self
+            .in_flight_keys
+            .claim(&self.owner, &keyed.key)
+            .ok_or(StoreError::IdempotencyInProgress)?;
+        self.db
+            .write(async |tx| self.create_keyed(tx, &new, keyed).await)
+            .await
+    }
+
+    /// Counts and inserts: one statement on PostgreSQL, two on SQLite.
+    async fn insert(&self, tx: &mut Tx<'_>, new: &sql::NewRow) -> Result<task::Model, StoreError> {
+        let inserted = match self.dialect() {
+            Dialect::Postgres => {
+                one_row(tx.run_and_commit(&[sql::create_in_one(new, None)]).await?)
+            }
+            Dialect::Sqlite => {
+                let [count, insert] = sql::create_in_two(new);
+                match one_row(tx.run(&[count]).await?) {
+                    Some(_) => one_row(tx.run(&[insert]).await?),
+                    None => None,
+                }
+            }
+        };
+        match inserted {
+            Some(row) => Ok(task(&row)?),
+            None => Err(StoreError::TaskLimitReached {
+                limit: self.max_tasks,
+            }),
+        }
+    }
+
+    /// A keyed create. PostgreSQL, first round trip: the key's lock (another
+    /// instance running the same key holds it), the key's earlier response,
+    /// and the create if there is none; second: the response, and COMMIT.
+    async fn create_keyed(
+        &self,
+        tx: &mut Tx<'_>,
+        new: &sql::NewRow,
+        keyed: &KeyedRequest,
+    ) -> Result<Created, StoreError> {
+        let key = keyed.key.as_str();
+        let expiry = idempotency::expiry(new.now);
+        let prior = sql::prior_key(self.dialect(), &self.owner, key, expiry);
+        let created = match self.dialect() {
+            Dialect::Postgres => {
+                let lock = idempotency::lock_key(&self.owner, &keyed.key);
+                let only_if_new = (
+                    "pg_try_advisory_xact_lock($7) AND NOT EXISTS (SELECT 1 FROM idempotency_keys \
+                     WHERE user_id = $1 AND key = $8 AND created_at > $9)",
+                    vec![lock.into(), key.into(), expiry.into()],
+                );
+                let mut results = tx
+                    .run(&[
+                        Dialect::Postgres
+                            .raw("SELECT pg_try_advisory_xact_lock($1)", [lock.into()]),
+                        prior,
+                        sql::create_in_one(new, Some(only_if_new)),
+                    ])
+                    .await?
+                    .into_iter();
+                let held = results.next().and_then(first);
+                if !held
+                    .map(|row| row.get::<bool>(0))
+                    .transpose()?
+                    .unwrap_or(false)
+                {
+                    return Err(StoreError::IdempotencyInProgress);
+                }
+                if let Some(row) = results.next().and_then(first) {
+                    return replay(&row, &keyed.fingerprint);
+                }
+                match results.next().and_then(first) {
+                    Some(row) => task(&row)?,
+                    None => {
+                        return Err(StoreError::TaskLimitReached {
+                            limit: self.max_tasks,
+                        });
+                    }
+                }
+            }
+            Dialect::Sqlite => {
+                if let Some(row) = one_row(tx.run(&[prior]).await?) {
+                    return replay(&row, &keyed.fingerprint);
+                }
+                self.insert(tx, new).await?
+            }
+        };
+        let body = String::from_utf8(TaskOut::from(created.clone()).to_json())
+            .map_err(|e| DbError::bug(e.to_string()))?;
+        tx.run_and_commit(&[sql::remember(
+            self.dialect(),
+            sql::Remembered {
+                user: &self.owner,
+                key,
+                fingerprint: keyed.fingerprint.as_str(),
+                body,
+                location: location(created.id),
+                task_id: created.id,
+                now: new.now,
+            },
+        )])
+        .await?;
+        Ok(Created::New(created))
+    }
+
+    /// Applies the given fields in one `UPDATE ... RETURNING`.
+    pub async fn update(
+        &self,
+        id: i64,
+        changes: TaskChanges,
+    ) -> Result<Option<task::Model>, StoreError> {
+        let changes = sql::Changes {
+            title: changes.title.map(|t| t.into_string()),
+            description: changes.description,
+            completed: changes.completed,
+        };
+        let stmt = sql::update(self.dialect(), &self.owner, id, changes, now());
+        self.write_one(stmt).await
+    }
+
+    /// Sets `completed`, or flips it when `None`, in one statement, so
+    /// concurrent toggles never lose one.
+    pub async fn set_completed(
+        &self,
+        id: i64,
+        completed: Option<bool>,
+    ) -> Result<Option<task::Model>, StoreError> {
+        let stmt = sql::set_completed(self.dialect(), &self.owner, id, completed, now());
+        self.write_one(stmt).await
+    }
+
+    /// True when a task was deleted (and taken off the user's count).
+    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        self.db
+            .write(async |tx| {
+                Ok(match self.dialect() {
+                    Dialect::Postgres => one_row(
+                        tx.run_and_commit(&[sql::delete_in_one(&self.owner, id)])
+                            .await?,
+                    )
+                    .is_some(),
+                    Dialect::Sqlite => {
+                        let [delete, uncount] = sql::delete_in_two(&self.owner, id);
+                        let deleted = one_row(tx.run(&[delete]).await?).is_some();
+                        if deleted {
+                            tx.run(&[uncount]).await?;
+                        }
+                        deleted
+                    }
+                })
+            })
+            .await
+    }
+
+    async fn write_one(&self, stmt: crate::db::Stmt) -> Result<Option<task::Model>, StoreError> {
+        self.db
+            .write(async |tx| {
+                let row = one_row(tx.run_and_commit(std::slice::from_ref(&stmt)).await?);
+                Ok(row.as_ref().map(task).transpose()?)
+            })
+            .await
+    }
+}
+
+/// The replay of an earlier create with the same key, unless the body
+/// differs or the task it created is gone.
+fn replay(row: &Row, fingerprint: &idempotency::Fingerprint) -> Result<Created, StoreError> {
+    if row.get::<String>(0)? != fingerprint.as_str() {
+        return Err(StoreError::IdempotencyMismatch);
+    }
+    let task_id: Option<i64> = row.get(4)?;
+    if task_id.is_some() && !row.get::<bool>(5)? {
+        // A 201 for a task that no longer exists would send the client to a
+        // 404; it is not created again either.
+        return Err(StoreError::IdempotentTaskDeleted);
+    }
+    Ok(Created::Replayed(StoredResponse {
+        status: u16::try_from(row.get::<i16>(1)?).unwrap_or(201),
+        body: row.get(2)?,
+        location: row.get(3)?,
+        task_id,
+    }))
+}
+
+/// The first row of the first statement's rows.
+fn one_row(results: Vec<crate::db::Rows>) -> Option<Row> {
+    results.into_iter().next().and_then(first)
+}
+
+fn first(rows: crate::db::Rows) -> Option<Row> {
+    rows.into_iter().next()
+}
+
+/// A task row: the columns of `sql::TASK`, in order.
+fn task(row: &Row) -> Result<task::Model, DbError> {
+    Ok(task::Model {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        title: row.get(2)?,
+        description: row.get(3)?,
+        completed: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+    })
+}
+
+/// `/api/tasks/{id}`, the `Location` of a created task.
+pub fn location(id: i64) -> String {
+    format!("/api/tasks/{id}")
+}
+
+/// Deletes idempotency keys past their retention period; how many.
+pub async fn purge_expired_keys(db: &Db) -> Result<usize, DbError> {
+    let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(now()));
+    db.write(async |tx| tx.run_and_commit(std::slice::from_ref(&stmt)).await)
+        .await
+        .map(|results| results.into_iter().map(|rows| rows.len()).sum())
+}
