@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod models;
 pub mod readiness;
 pub mod routes;
+pub mod startup;
 mod state;
 pub mod store;
 
@@ -39,7 +40,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Database(#[from] db::StartupError),
+    Database(#[from] startup::StartupError),
     #[error("cannot open the database ({url}): {source}")]
     Open {
         url: String,
@@ -115,7 +116,7 @@ impl App {
     /// Reaches the database (retrying for `DB_STARTUP_TIMEOUT`), migrates,
     /// and marks the instance ready; then starts the background upkeep.
     pub async fn start(&self) -> Result<(), StartupError> {
-        db::start(&self.settings.database, &self.db).await?;
+        startup::start(&self.settings.database, &self.db).await?;
         spawn_key_purge(self.db.clone());
         if self.settings.limits.rate_limit_per_user.is_some() {
             let limits = Arc::clone(&self.limits);

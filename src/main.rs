@@ -139,7 +139,7 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
     match command {
         Command::Migrate => {
-            todo_api::db::reach_and_migrate(&settings.database)
+            todo_api::startup::reach_and_migrate(&settings.database)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(

@@ -4,8 +4,8 @@
 //! writes fail for want of storage (disk full, read-only file, I/O error), and
 //! once shutdown has begun (the drain period).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// Writes must have stopped failing this long before the instance is ready
@@ -21,6 +21,15 @@ pub struct Readiness {
     failing: AtomicBool,
     /// Why the last write could not be stored, and when, until writes succeed again.
     write_failure: Mutex<Option<(String, Instant)>>,
+    /// When the database last answered a statement, and last failed to
+    /// (ms since the process started; 0: never).
+    last_answer: AtomicU64,
+    last_unavailable: AtomicU64,
+}
+
+fn millis() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    (START.elapsed().as_millis() as u64).max(1)
 }
 
 /// Why the instance is not ready (shown in the 503 body of `/health/ready`).
@@ -96,6 +105,25 @@ impl Readiness {
 
     pub fn writes_failing(&self) -> bool {
         self.failing.load(Ordering::Acquire)
+    }
+
+    /// A statement came back from the database.
+    pub fn database_answered(&self) {
+        self.last_answer.fetch_max(millis(), Ordering::Relaxed);
+    }
+
+    /// A statement found the database unavailable.
+    pub fn database_unavailable(&self) {
+        self.last_unavailable.fetch_max(millis(), Ordering::Relaxed);
+    }
+
+    /// The database answered within `window`, and nothing found it
+    /// unavailable since: a busy instance needs no ping queued behind its
+    /// requests to know the database answers.
+    pub fn database_answered_within(&self, window: Duration) -> bool {
+        let last = self.last_answer.load(Ordering::Relaxed);
+        last > self.last_unavailable.load(Ordering::Relaxed)
+            && millis().saturating_sub(last) < window.as_millis() as u64
     }
 }
 

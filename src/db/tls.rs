@@ -1,14 +1,17 @@
 //! TLS to PostgreSQL as libpq reads a URL's `sslmode`, `sslrootcert` and
-//! `channel_binding` (tokio-postgres knows only disable/prefer/require and
-//! refuses the rest, so they are read here and taken out of the URL).
+//! `channel_binding`. tokio-postgres knows only disable/prefer/require and
+//! refuses the rest, so they are read here and taken out of the URL.
 
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+};
 use tokio_postgres::config::{ChannelBinding, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use url::Url;
@@ -16,9 +19,9 @@ use url::Url;
 /// What protects the connection, as start-up reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protection {
-    /// No TLS (`sslmode=disable`, or `prefer` with a server without TLS).
+    /// No TLS (`sslmode=disable`).
     Plain,
-    /// TLS that does not authenticate the server (`sslmode=require`/`prefer`).
+    /// TLS that does not authenticate the server (`sslmode=prefer`/`require`).
     Encrypted,
     /// The server's certificate verified (`verify-ca`), and its host name (`verify-full`).
     Verified { host_name: bool },
@@ -34,84 +37,66 @@ pub struct Target {
 /// Reads `url` (a `postgres://` URL).
 pub fn target(url: &str) -> Result<Target, String> {
     let mut parsed = Url::parse(url).map_err(|e| format!("invalid database URL: {e}"))?;
-    let (mut sslmode, mut root_cert, mut channel_binding) = (None, None, None);
-    let kept: Vec<(String, String)> = parsed
+    let tls_param = |k: &str| matches!(k, "sslmode" | "sslrootcert" | "channel_binding");
+    let (tls, kept): (Vec<(String, String)>, Vec<_>) = parsed
         .query_pairs()
-        .filter_map(|(key, value)| {
-            let value = value.into_owned();
-            match &*key {
-                "sslmode" => sslmode = Some(value),
-                "sslrootcert" => root_cert = Some(value),
-                "channel_binding" => channel_binding = Some(value),
-                _ => return Some((key.into_owned(), value)),
-            }
-            None
-        })
-        .collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| tls_param(k));
+    let param = |name: &str| {
+        tls.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(kept);
     }
-    let mut config: tokio_postgres::Config = parsed
-        .as_str()
-        .parse()
-        .map_err(|e| format!("invalid database URL: {e}"))?;
-    let sslmode = sslmode.as_deref().unwrap_or("prefer");
+    let invalid = |e: &dyn std::fmt::Display| format!("invalid database URL: {e}");
+    let mut config: tokio_postgres::Config = parsed.as_str().parse().map_err(|e| invalid(&e))?;
+    let (sslmode, root_cert) = (param("sslmode").unwrap_or("prefer"), param("sslrootcert"));
     // libpq: with a root certificate given, `require` verifies the chain too.
-    let verify = match (sslmode, &root_cert) {
-        ("disable" | "allow" | "prefer", _) => None,
-        ("require", None) => None,
-        ("require" | "verify-ca", _) => Some(false),
-        ("verify-full", _) => Some(true),
-        (other, _) => return Err(format!("invalid database URL: unknown sslmode {other:?}")),
+    let protection = match (sslmode, root_cert) {
+        ("disable", _) => Protection::Plain,
+        ("allow" | "prefer", _) | ("require", None) => Protection::Encrypted,
+        ("require" | "verify-ca", _) => Protection::Verified { host_name: false },
+        ("verify-full", _) => Protection::Verified { host_name: true },
+        (other, _) => return Err(invalid(&format!("unknown sslmode {other:?}"))),
     };
     config.ssl_mode(match sslmode {
         "disable" => SslMode::Disable,
         "allow" | "prefer" => SslMode::Prefer,
         _ => SslMode::Require,
     });
-    config.channel_binding(match channel_binding.as_deref() {
+    config.channel_binding(match param("channel_binding") {
         None | Some("prefer" | "require") => ChannelBinding::Prefer,
         Some("disable") => ChannelBinding::Disable,
-        Some(other) => {
-            return Err(format!(
-                "invalid database URL: unknown channel_binding {other:?}"
-            ));
-        }
+        Some(other) => return Err(invalid(&format!("unknown channel_binding {other:?}"))),
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let (tls, protection) = match verify {
-        None => (
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth(),
-            if sslmode == "disable" {
-                Protection::Plain
-            } else {
-                Protection::Encrypted
-            },
+    let webpki = match protection {
+        Protection::Verified { .. } => Some(
+            WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(root_cert)?),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| e.to_string())?,
         ),
-        Some(host_name) => {
-            let roots = Arc::new(roots(root_cert.as_deref())?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| e.to_string())?;
-            let config = if host_name {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki)))
-                    .with_no_client_auth()
-            };
-            (config, Protection::Verified { host_name })
-        }
+        _ => None,
     };
+    let host_name = protection == Protection::Verified { host_name: true };
+    let verifier = Arc::new(Verifier {
+        webpki,
+        host_name,
+        provider: Arc::clone(&provider),
+    });
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(Target {
         config,
         tls: MakeRustlsConnect::new(tls),
@@ -119,7 +104,25 @@ pub fn target(url: &str) -> Result<Target, String> {
     })
 }
 
-/// `sslrootcert`'s certificates (`system`: the webpki roots), else the webpki roots.
+/// The URL for sqlx (migrations), which has no channel binding and logs
+/// every parameter it does not know; `sslmode` and `sslrootcert` it knows.
+pub fn for_sqlx(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_owned();
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| k != "channel_binding")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(kept);
+    }
+    parsed.to_string()
+}
+
+/// `sslrootcert`'s certificates; none or `system`: the webpki roots.
 fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     match root_cert {
@@ -128,8 +131,7 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("cannot read sslrootcert {path:?}: {e}"))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
+            if roots.add_parsable_certificates(certs).0 == 0 {
                 return Err(format!("sslrootcert {path:?} holds no certificate"));
             }
         }
@@ -137,100 +139,57 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `sslmode=require`/`prefer`: any certificate (the handshake's signatures
-/// are still checked, so the connection is encrypted, not authenticated).
+/// The server's certificate as `sslmode` asks: not at all (`prefer`,
+/// `require`: encrypted, the handshake's signatures still checked), its
+/// chain (`verify-ca`), or its chain and host name (`verify-full`).
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Verifier {
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    host_name: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-/// `sslmode=verify-ca`: the chain is verified, the host name is not.
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
+        cert: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
+        name: &ServerName<'_>,
         ocsp: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+    ) -> Result<ServerCertVerified, Error> {
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(cert, intermediates, name, ocsp, now) {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.host_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Db, DbError, tls};
 use crate::config::{DatabaseSettings, redact_url};
+use crate::db::{self, Db, DbError, Dialect};
 
 /// Longest single connection attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,11 +57,11 @@ pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), Startu
     if settings.migration_url() != settings.url {
         wait_until_reachable(settings, &settings.url).await?;
     }
-    super::migrate(settings)
+    db::migrate(settings)
         .await
         .map_err(|err| StartupError::Migration {
             url: redact_url(settings.migration_url()),
-            cause: super::migrate::describe(&err),
+            cause: db::describe_migration_error(&err),
         })
 }
 
@@ -73,7 +73,7 @@ pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), Startu
 /// request 500. An error of the check itself (the database went away) is
 /// only logged: the probe write and readiness cover that.
 async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
-    if db.dialect() != super::Dialect::Postgres {
+    if db.dialect() != Dialect::Postgres {
         return Ok(());
     }
     // Each table with what requests do to it (an upsert needs SELECT too).
@@ -129,7 +129,7 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
                 .saturating_sub(started.elapsed())
                 .max(MIN_ATTEMPT_TIMEOUT),
         );
-        let cause = match tokio::time::timeout(limit, connect_once(url)).await {
+        let cause = match tokio::time::timeout(limit, db::connect_once(url)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(cause)) => cause,
             Err(_) => format!("no answer within {:.1} s", limit.as_secs_f64()),
@@ -148,50 +148,4 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
     }
-}
-
-/// One connection, as the pool would make it; the cause of a failure in
-/// words an operator searches for.
-async fn connect_once(url: &str) -> Result<(), String> {
-    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
-    if url.starts_with("sqlite:") {
-        let opts =
-            <sea_orm::sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
-                .map_err(|e| format!("invalid database URL: {e}"))?;
-        let conn = opts
-            .connect()
-            .await
-            .map_err(|e| format!("cannot open: {e}"))?;
-        return conn.close().await.map_err(|e| e.to_string());
-    }
-    let target = tls::target(url)?;
-    match target.config.connect(target.tls).await {
-        Ok((client, connection)) => {
-            drop(client);
-            // Ends once the client is gone: a clean goodbye to the server.
-            let _ = connection.await;
-            Ok(())
-        }
-        Err(err) => Err(describe_connect_error(err)),
-    }
-}
-
-fn describe_connect_error(err: tokio_postgres::Error) -> String {
-    let source = std::error::Error::source(&err).map(ToString::to_string);
-    let io_kind = std::error::Error::source(&err)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .map(std::io::Error::kind);
-    let text = err.to_string();
-    let kind = match err.code().map(|c| c.code()) {
-        Some("28P01" | "28000") => "authentication failed",
-        Some("3D000") => "no such database",
-        Some(c) if c.starts_with("57P") => "the database is starting up or shutting down",
-        Some(_) => "the database refused the connection",
-        None if io_kind == Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
-        None if source.as_deref().is_some_and(|s| s.contains("lookup")) => "unknown host (DNS)",
-        None if text.contains("TLS") => "TLS error",
-        None if text.starts_with("authentication") => "authentication failed",
-        None => "connection failed",
-    };
-    format!("{kind}: {}", DbError::from(err))
 }
