@@ -868,8 +868,6 @@ async function main() {
     },
     server: {
       binary: bin, binary_mtime: fs.statSync(bin).mtime.toISOString(), db_max_connections: opt['db-pool'] ?? 'server default', rust_log: opt['rust-log'] ?? 'server default',
-      // How much of link/symbol-order.txt the binary has (a stale list costs memory: build.rs).
-      link_order: (spawnSync(process.execPath, [path.join(HERE, 'link-order.mjs'), '--check', '--bin', bin], { encoding: 'utf8' }).stdout || '').trim() || null,
     },
     options: {
       users: N_USERS, tasks_per_user: N_TASKS, duration_s: DURATION, warmup_s: WARMUP, connections: CONNECTIONS, threads: THREADS,
@@ -880,7 +878,6 @@ async function main() {
     scenarios: [],
   };
 
-  if (results.server.link_order) log(results.server.link_order);
   const secret = crypto.randomBytes(32).toString('hex');
   const edKeys = ed25519Keys('k1');
   const jwks = await startJwksServer(edKeys.jwks);

@@ -13,7 +13,6 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod limits;
-pub mod log_writer;
 pub mod metrics;
 pub mod models;
 pub mod readiness;
@@ -74,11 +73,11 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     let readiness = Arc::new(Readiness::default());
     let db = Db::open(&settings.database, Arc::clone(&readiness)).map_err(|source| {
         StartupError::Open {
-            url: config::redact_url(&settings.database.url),
+            url: config::redact_url(settings.database.url()),
             source,
         }
     })?;
-    if let Some(addr) = settings.metrics_addr {
+    if let Some(addr) = settings.operations.metrics_addr {
         let handle = metrics::install().map_err(StartupError::Metrics)?;
         // Bound here, not in the task: an address that cannot be listened on
         // stops start-up, as the public one does. Bound in the task, it was
@@ -98,11 +97,7 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         auth::Verifier::new(&settings.auth),
         &settings.limits,
     );
-    let router = http::with_layers(
-        routes::router(state.clone()),
-        &settings.cors_origins,
-        &settings.server,
-    );
+    let router = http::with_layers(routes::router(state.clone()), &settings.server);
     Ok(App {
         router,
         db,
@@ -118,7 +113,7 @@ impl App {
     pub async fn start(&self) -> Result<(), StartupError> {
         startup::start(&self.settings.database, &self.db).await?;
         spawn_key_purge(self.db.clone());
-        if self.settings.limits.rate_limit_per_user.is_some() {
+        if self.settings.limits.rate_limit_per_user > 0 {
             let limits = Arc::clone(&self.limits);
             tokio::spawn(async move {
                 loop {
@@ -149,7 +144,7 @@ pub async fn serve(
     http::server::serve(
         listener,
         app.router(),
-        &app.settings.server,
+        &app.settings,
         Arc::clone(&app.readiness),
         shutdown,
     )

@@ -47,13 +47,10 @@ pub struct Admission {
 
 impl UserLimits {
     pub fn new(limits: &Limits) -> Arc<Self> {
-        let rate = limits
-            .rate_limit_per_user
-            .and_then(NonZeroU32::new)
-            .map(|per_second| {
-                let burst = per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-                RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
-            });
+        let rate = NonZeroU32::new(limits.rate_limit_per_user).map(|per_second| {
+            let burst = per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
         Arc::new(UserLimits {
             max_in_flight: limits.max_in_flight_per_user,
             max_queued: limits.max_queued_per_user,
@@ -181,7 +178,7 @@ mod tests {
             max_tasks_per_user: 10,
             max_in_flight_per_user: in_flight,
             max_queued_per_user: queued,
-            rate_limit_per_user: rate,
+            rate_limit_per_user: rate.unwrap_or(0),
         })
     }
 

@@ -1,18 +1,17 @@
 //! Command line: `serve` (default), `migrate`, `token`. Every setting is an
 //! environment variable (also read from ./.env) and a flag; `--help` lists
-//! them all (from `config::SETTINGS`).
+//! them all (see `config`).
 
 use std::process::ExitCode;
 
-use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
-use todo_api::config::{LogFormat, SETTINGS};
-use todo_api::{Settings, StartupError, auth, config, log_writer};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use todo_api::config::LogFormat;
+use todo_api::{Settings, StartupError, auth, config};
 use tokio::net::{TcpListener, TcpSocket};
 
 /// mimalloc (v2): faster than glibc's allocator for the many small
-/// allocations of a request, and it returns freed memory within 10 ms
-/// instead of keeping per-thread arenas; built to commit memory as it is
-/// used (`.cargo/config.toml`).
+/// allocations of a request, and it returns freed memory promptly; built
+/// to commit memory as it is used (`.cargo/config.toml`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -52,24 +51,6 @@ enum Command {
     },
 }
 
-/// The command line: the subcommands, plus every setting as a global flag
-/// that falls back to its environment variable.
-fn command_line() -> clap::Command {
-    SETTINGS.iter().fold(Cli::command(), |cmd, setting| {
-        cmd.arg(
-            Arg::new(setting.name)
-                .long(setting.name.to_ascii_lowercase().replace('_', "-"))
-                .env(setting.name)
-                .value_name("VALUE")
-                .help(setting.help)
-                .help_heading(setting.heading)
-                // `[env: NAME]`, never the value (some are secrets).
-                .hide_env_values(true)
-                .global(true),
-        )
-    })
-}
-
 fn main() -> ExitCode {
     // A missing .env is normal; a broken one is worth saying.
     if let Err(e) = dotenvy::dotenv()
@@ -78,18 +59,22 @@ fn main() -> ExitCode {
         eprintln!("error: cannot read .env: {e}");
         return ExitCode::FAILURE;
     }
-    let matches = command_line().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    let settings = Settings::from_lookup(|name| matches.get_one::<String>(name).cloned());
-    let format = settings.as_ref().map_or(LogFormat::Text, |s| s.log_format);
+    let command = Settings::arguments(Cli::command());
+    let matches = Settings::parse(command, std::env::args_os(), |name| {
+        std::env::var(name).ok()
+    })
+    .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let settings = Settings::from_arg_matches(&matches)
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.resolve().map_err(|e| e.to_string()));
+    let format = settings
+        .as_ref()
+        .map_or(LogFormat::Text, |s| s.operations.log_format);
     init_logging(format);
     let outcome = match settings {
         Ok(settings) => match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.server.worker_threads)
-            .on_thread_park(log_writer::worker_parks)
+            .worker_threads(settings.server.worker_threads())
             .enable_all()
             .build()
         {
@@ -99,7 +84,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     };
     let Err(message) = outcome else {
         return ExitCode::SUCCESS;
@@ -112,15 +97,13 @@ fn main() -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs go to stderr, batched on worker threads (`log_writer`); stdout
-/// carries only what a command prints (tokens). (A writer thread of its own
-/// cost more than the write: its channel spins with `sched_yield` and wakes
-/// a thread per line.)
+/// Logs go to stderr, a line at a time as it happens (a crash loses none);
+/// stdout carries only what a command prints (tokens).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,sea_orm_migration=warn".into());
     let logs = tracing_subscriber::fmt()
-        .with_writer(log_writer::Stderr)
+        .with_writer(std::io::stderr)
         .with_env_filter(filter);
     match format {
         LogFormat::Text => logs
@@ -151,8 +134,7 @@ async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
         Command::Token { sub, email, ttl } => {
             let secret = settings
                 .auth
-                .secret
-                .as_deref()
+                .secret()
                 .ok_or("BETTER_AUTH_SECRET is not set: tokens are signed with it")?;
             if !auth::is_valid_user_id(&sub) {
                 return Err(format!(
@@ -178,13 +160,13 @@ async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
 /// `serve --dev`: a secret for this run unless one is configured, a demo
 /// token, and where to go next.
 fn print_dev_banner(settings: &mut Settings) -> Result<(), String> {
-    let base = format!("http://{}", settings.server.listen);
-    match (&settings.auth.secret, &settings.auth.jwks_url) {
+    let base = format!("http://{}", settings.server.listen());
+    match (settings.auth.secret(), &settings.auth.better_auth_jwks_url) {
         (None, None) => {
             use rand::Rng;
             let secret: [u8; 32] = rand::rng().random();
             let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            settings.auth.secret = Some(secret.into_bytes());
+            settings.auth.better_auth_secret = Some(secret.into());
             println!(
                 "dev mode: a random BETTER_AUTH_SECRET was generated for this run (tokens die with the process)."
             );
@@ -200,7 +182,7 @@ fn print_dev_banner(settings: &mut Settings) -> Result<(), String> {
             return Ok(());
         }
     }
-    let secret = settings.auth.secret.as_deref().unwrap_or_default();
+    let secret = settings.auth.secret().unwrap_or_default();
     let token = auth::mint_hs256(secret, "demo-user", Some("demo@example.com"), 24 * 3600)
         .map_err(|e| e.to_string())?;
     println!("demo token (user \"demo-user\", valid 24 h):\n{token}");
@@ -211,7 +193,7 @@ fn print_dev_banner(settings: &mut Settings) -> Result<(), String> {
 
 /// Better Auth itself asks for a secret of 32 characters or more.
 fn warn_about_weak_secret(settings: &Settings) {
-    if let Some(secret) = &settings.auth.secret
+    if let Some(secret) = settings.auth.secret()
         && secret.len() < 32
     {
         tracing::warn!(
@@ -228,12 +210,12 @@ async fn serve(settings: Settings) -> Result<(), StartupError> {
     let signalled = shutdown_signal();
     todo_api::http::server::raise_open_file_limit();
     let app = todo_api::build(&settings).await?;
-    let listener = listen(settings.server.listen).map_err(|source| StartupError::Bind {
-        addr: settings.server.listen,
+    let listener = listen(settings.server.listen()).map_err(|source| StartupError::Bind {
+        addr: settings.server.listen(),
         source,
     })?;
-    let addr = listener.local_addr().unwrap_or(settings.server.listen);
-    tracing::info!(%addr, database = %config::redact_url(&settings.database.url), "listening");
+    let addr = listener.local_addr().unwrap_or(settings.server.listen());
+    tracing::info!(%addr, database = %config::redact_url(settings.database.url()), "listening");
 
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -47,15 +47,15 @@ pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupEr
         tracing::warn!(error = %err, "a first write could not be stored");
     }
     db.readiness().mark_started();
-    tracing::info!(database = %redact_url(&settings.url), "database ready");
+    tracing::info!(database = %redact_url(settings.url()), "database ready");
     Ok(())
 }
 
 /// Waits for the database (see below), then applies pending migrations.
 pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), StartupError> {
     wait_until_reachable(settings, settings.migration_url()).await?;
-    if settings.migration_url() != settings.url {
-        wait_until_reachable(settings, &settings.url).await?;
+    if settings.migration_url() != settings.url() {
+        wait_until_reachable(settings, settings.url()).await?;
     }
     db::migrate(settings)
         .await
@@ -102,7 +102,7 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
     match found {
         Ok((_, _, None::<String>)) => Ok(()),
         Ok((role, schema, Some(missing))) => Err(StartupError::Privileges {
-            url: redact_url(&settings.url),
+            url: redact_url(settings.url()),
             role,
             schema,
             missing,
@@ -125,7 +125,7 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
         // accepts and never answers must not hold it longer.
         let limit = ATTEMPT_TIMEOUT.min(
             settings
-                .startup_timeout
+                .db_startup_timeout
                 .saturating_sub(started.elapsed())
                 .max(MIN_ATTEMPT_TIMEOUT),
         );
@@ -136,7 +136,7 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
         };
         let waited = started.elapsed();
         // A SQLite file that cannot be opened will not open later either.
-        if url.starts_with("sqlite:") || waited + backoff > settings.startup_timeout {
+        if url.starts_with("sqlite:") || waited + backoff > settings.db_startup_timeout {
             return Err(StartupError::Unreachable {
                 url: redact_url(url),
                 cause,

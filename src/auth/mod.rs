@@ -49,11 +49,11 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(settings: &AuthSettings) -> Self {
         Verifier {
-            secret: settings.secret.as_deref().map(DecodingKey::from_secret),
-            jwks: settings.jwks_url.clone().map(JwksCache::new),
+            secret: settings.secret().map(DecodingKey::from_secret),
+            jwks: settings.better_auth_jwks_url.clone().map(JwksCache::new),
             policy: ClaimsPolicy {
-                issuer: settings.issuer.clone(),
-                audience: settings.audience.clone(),
+                issuer: settings.jwt_issuer.clone(),
+                audience: settings.jwt_audience.clone(),
             },
             verified: TokenCache::default(),
         }

@@ -34,7 +34,7 @@ async fn migrate_once(settings: &DatabaseSettings) -> Result<(), DbErr> {
     let mut options = ConnectOptions::new(super::tls::for_sqlx(settings.migration_url()));
     options.max_connections(1).sqlx_logging(false);
     // Behind a transaction-mode pooler (no direct URL): nothing PgBouncer refuses.
-    let pooled = settings.pool_mode == PoolMode::Transaction && settings.migration_url.is_none();
+    let pooled = settings.pool_mode == PoolMode::Transaction && !settings.has_migration_url();
     if pooled {
         options.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(0).extra_float_digits(None));
     }

@@ -66,12 +66,12 @@ impl Db {
     /// A pool that connects on first use: the server listens before the
     /// database answers.
     pub fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbError> {
-        let (engine, deadline) = if settings.url.starts_with("sqlite:") {
+        let (engine, deadline) = if settings.url().starts_with("sqlite:") {
             let lite = sqlite::Lite::open(settings, Arc::clone(&readiness))?;
             (Engine::Sqlite(lite), None)
         } else {
             // The longest legitimate wait: a connection, a statement, slack.
-            let deadline = ACQUIRE_TIMEOUT + settings.statement_timeout + Duration::from_secs(2);
+            let deadline = ACQUIRE_TIMEOUT + settings.db_statement_timeout + Duration::from_secs(2);
             (
                 Engine::Postgres(postgres::Pg::open(settings)?),
                 Some(deadline),

@@ -32,11 +32,11 @@ pub struct Pg {
 
 impl Pg {
     pub fn open(settings: &DatabaseSettings) -> Result<Pg, DbError> {
-        let target = tls::target(&settings.url).map_err(DbError::bug)?;
+        let target = tls::target(settings.url()).map_err(DbError::bug)?;
         tracing::info!(protection = ?target.protection, "PostgreSQL connections");
         let mut config = target.config;
         let pooled = settings.pool_mode == PoolMode::Transaction;
-        let timeout_ms = settings.statement_timeout.as_millis();
+        let timeout_ms = settings.db_statement_timeout.as_millis();
         if !pooled {
             config.options(format!("-c statement_timeout={timeout_ms}"));
         }

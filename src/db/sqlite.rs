@@ -81,7 +81,7 @@ impl Lite {
                     Ok(!conn.is_in_transaction() && !writes_failing)
                 })
             })
-            .connect_lazy_with(options(&settings.url)?);
+            .connect_lazy_with(options(settings.url())?);
         Ok(Lite {
             pool,
             writers: Arc::new(Semaphore::new(1)),

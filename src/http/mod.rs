@@ -18,9 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
 pub use context::RequestContext;
@@ -29,11 +27,8 @@ use crate::config::ServerSettings;
 use crate::error::ApiError;
 
 /// Wraps the routes in the layers every response goes through.
-pub fn with_layers(
-    routes: Router,
-    cors_origins: &[HeaderValue],
-    server: &ServerSettings,
-) -> Router {
+pub fn with_layers(routes: Router, server: &ServerSettings) -> Router {
+    let cors_origins = &server.cors_origins.0[..];
     let allowed: Arc<[HeaderValue]> = cors_origins.into();
     let request_id = HeaderName::from_static("x-request-id");
     let cors = CorsLayer::new()
@@ -64,7 +59,7 @@ pub fn with_layers(
     // boxed service: layer by layer, every request cloned each level's box
     // again (48 boxes per request). `ServiceBuilder` lists the outermost first.
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(request_id.clone(), RandomRequestId))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(middleware::from_fn(context::track))
         .layer(middleware::from_fn_with_state(
@@ -76,35 +71,21 @@ pub fn with_layers(
         // nor counted (nor given a request id).
         .layer(cors)
         .layer(middleware::map_response(json_errors))
+        // Outside the request timeout: the body's deadline is never the later one.
         .layer(middleware::from_fn_with_state(
-            server.body_timeout,
-            body::guard,
+            server.http_body_timeout,
+            body::deadline_and_drain,
         ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            server.request_timeout,
+            server.http_request_timeout,
         ));
     routes
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(stack)
-}
-
-/// Request ids are version-4 UUIDs drawn from a thread-local generator
-/// (tower-http's `MakeRequestUuid` makes a `getrandom` system call for each).
-#[derive(Clone, Copy)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = uuid::Uuid::encode_buffer();
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-            .ok()
-            .map(RequestId::new)
-    }
 }
 
 /// tower-http's CORS layer sends `Allow-Methods`, `Allow-Headers`,

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
-use crate::config::ServerSettings;
+use crate::config::Settings;
 use crate::readiness::Readiness;
 
 /// Pause after an accept error that more accepts would only repeat
@@ -51,19 +51,19 @@ const MAX_BACKLOG: usize = 4096;
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    settings: &ServerSettings,
+    settings: &Settings,
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
+        .header_read_timeout(settings.server.http_header_timeout)
         .keep_alive(true);
     let connections = Connections {
         http,
         app,
         readiness: Arc::clone(&readiness),
-        write_timeout: settings.write_timeout,
+        write_timeout: settings.server.http_write_timeout,
         stopping: watch::channel(()).0,
         errors: AcceptErrors::default(),
     };
@@ -81,12 +81,16 @@ pub async fn serve(
 
     // Draining: not ready, still serving.
     readiness.start_draining();
-    if !settings.shutdown_drain.is_zero() {
+    let (drain, shutdown_timeout) = (
+        settings.operations.shutdown_drain_seconds,
+        settings.operations.shutdown_timeout,
+    );
+    if !drain.is_zero() {
         tracing::info!(
-            seconds = settings.shutdown_drain.as_secs_f64(),
+            seconds = drain.as_secs_f64(),
             "draining: readiness 503, still serving"
         );
-        let drained = tokio::time::sleep(settings.shutdown_drain);
+        let drained = tokio::time::sleep(drain);
         tokio::pin!(drained);
         loop {
             tokio::select! {
@@ -105,10 +109,10 @@ pub async fn serve(
         "listener closed; finishing in-flight requests"
     );
     connections.stopping.send_replace(());
-    match tokio::time::timeout(settings.shutdown_timeout, connections.stopping.closed()).await {
+    match tokio::time::timeout(shutdown_timeout, connections.stopping.closed()).await {
         Ok(()) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!(
-            timeout_s = settings.shutdown_timeout.as_secs_f64(),
+            timeout_s = shutdown_timeout.as_secs_f64(),
             "shutdown timeout: dropping the connections still open"
         ),
     }

@@ -6,7 +6,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, BODY_LIMIT};
-use crate::http::body::BodyTimedOut;
 
 /// A JSON object body; `None` when the request has no body at all.
 /// 415 when a body is not `application/json` (told by the headers, before
@@ -64,7 +63,7 @@ fn read_error(err: Box<dyn std::error::Error + Send + Sync>) -> ApiError {
         if e.is::<LengthLimitError>() {
             return ApiError::PayloadTooLarge;
         }
-        if e.is::<BodyTimedOut>() {
+        if e.is::<tower_http::timeout::TimeoutError>() {
             return ApiError::RequestTimeout;
         }
         cause = e.source();

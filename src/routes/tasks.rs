@@ -97,7 +97,7 @@ pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Res
         .into_response())
 }
 
-/// A task as a response body (see `TaskOut::write_json`).
+/// A task as a response body.
 pub struct TaskJson(task::Model);
 
 impl IntoResponse for TaskJson {
@@ -128,7 +128,7 @@ async fn whole_array(
             out.push(b',');
         }
         first = false;
-        TaskOut::from(task?).write_json(&mut out);
+        serde_json::to_writer(&mut out, &TaskOut::from(task?)).map_err(ApiError::internal)?;
     }
     out.push(b']');
     Ok(out)
@@ -149,7 +149,7 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbError>> + Send + 's
                 })?;
                 chunk.push(if opened { b',' } else { b'[' });
                 opened = true;
-                TaskOut::from(task).write_json(&mut chunk);
+                serde_json::to_writer(&mut chunk, &TaskOut::from(task))?;
             }
             yield Bytes::from(chunk);
             // Rows already buffered never make the stream wait, so without

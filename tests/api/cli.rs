@@ -347,7 +347,7 @@ fn the_cli_explains_itself() {
             "{setting} is not in serve --help:\n{help}"
         );
     }
-    for flag in ["--host <VALUE>", "--port <VALUE>"] {
+    for flag in ["--host <HOST>", "--port <PORT>"] {
         assert!(help.contains(flag), "{flag}:\n{help}");
     }
     let token_help = todo_api(dir.path(), &[])

@@ -45,7 +45,7 @@ fn verifier() -> &'static Verifier {
     static VERIFIER: OnceLock<Verifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
         Verifier::new(&AuthSettings {
-            secret: Some(b"fuzz-secret".to_vec()),
+            better_auth_secret: Some("fuzz-secret".into()),
             ..AuthSettings::default()
         })
     })

@@ -333,7 +333,7 @@ async fn refetch_is_single_flight_rate_limited_and_follows_rotation() {
     let old = TestKey::ed25519();
     let jwks = JwksServer::start(vec![old.jwk("old")]).await;
     let settings = AuthSettings {
-        jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
+        better_auth_jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
         ..Default::default()
     };
     let verifier = Verifier::new(&settings);
@@ -452,8 +452,8 @@ async fn remembered_tokens_are_refused_once_expired_tampered_or_their_key_is_gon
     let dropped = TestKey::ed25519();
     let jwks = JwksServer::start(vec![kept.jwk("kept"), dropped.jwk("dropped")]).await;
     let verifier = Verifier::new(&AuthSettings {
-        jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
-        secret: Some(b"remembered-secret".to_vec()),
+        better_auth_jwks_url: Some(format!("{}/api/auth/jwks", jwks.base_url).parse().unwrap()),
+        better_auth_secret: Some("remembered-secret".into()),
         ..Default::default()
     });
 

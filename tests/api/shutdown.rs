@@ -190,7 +190,7 @@ fn a_stuck_client_does_not_delay_the_exit_past_the_shutdown_timeout() {
         ("SHUTDOWN_TIMEOUT", "2"),
         ("HTTP_BODY_TIMEOUT", "120"),
         ("HTTP_HEADER_TIMEOUT", "120"),
-        ("HTTP_REQUEST_TIMEOUT", "120"),
+        ("HTTP_REQUEST_TIMEOUT", "180"),
         // todo_api::request=debug logs "started processing request": the request is in flight.
         ("RUST_LOG", "info,todo_api::request=debug"),
     ];
