@@ -76,11 +76,11 @@ pub struct DatabaseSettings {
 /// How connections reach PostgreSQL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum PoolMode {
-    /// Directly, or through a session-mode pooler: prepared statements and
-    /// session settings are fine.
+    // Directly, or through a session-mode pooler: prepared statements and
+    // session settings are fine.
     #[default]
     Session,
-    /// Through a transaction-mode pooler: nothing may outlive a transaction.
+    // Through a transaction-mode pooler: nothing may outlive a transaction.
     Transaction,
 }
 
@@ -218,7 +218,7 @@ pub struct Operations {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
-    /// One JSON object per line.
+    // One JSON object per line.
     Json,
 }
 
