@@ -1,15 +1,14 @@
 //! The one error type of the API and its JSON rendering:
 //! `{"detail": ..., "code": ...}` (+ `errors` for 422) on every route.
 
-use std::time::Duration;
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::TokenRejection;
-use crate::store::StoreError;
+use crate::limits::Refused;
+pub use crate::models::invalid::{FieldError, Invalid};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,24 +52,6 @@ pub enum ErrorCode {
     ServiceUnavailable,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]
-pub struct FieldError {
-    /// The body field, query parameter or header at fault.
-    #[schema(example = "title")]
-    pub field: String,
-    #[schema(example = "must not be empty")]
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -89,15 +70,6 @@ pub enum IdempotencyConflict {
     InProgress,
     /// The task the first request created has been deleted since.
     TaskDeleted,
-}
-
-/// Which per-user limit refused a request (429).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// More requests waiting than `MAX_QUEUED_PER_USER`, or waited too long.
-    QueueFull,
-    /// Over `RATE_LIMIT_PER_USER`.
-    RateLimited,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,11 +96,8 @@ pub enum ApiError {
     IdempotencyConflict(IdempotencyConflict),
     #[error("task limit of {limit} reached")]
     TaskLimitReached { limit: u64 },
-    #[error("too many requests ({reason:?})")]
-    TooManyRequests {
-        reason: Refusal,
-        retry_after: Duration,
-    },
+    #[error(transparent)]
+    TooManyRequests(#[from] Refused),
     #[error("service unavailable")]
     Unavailable(#[source] BoxError),
     #[error("internal error")]
@@ -170,7 +139,7 @@ impl ApiError {
             ApiError::IdempotencyConflict(_) | ApiError::TaskLimitReached { .. } => {
                 StatusCode::CONFLICT
             }
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -189,7 +158,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::IdempotencyConflict(_) => "idempotency_conflict",
             ApiError::TaskLimitReached { .. } => "task_limit_reached",
-            ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -223,7 +192,7 @@ impl ApiError {
             ApiError::TaskLimitReached { limit } => {
                 format!("You have reached the limit of {limit} tasks; delete some to add more")
             }
-            ApiError::TooManyRequests { .. } => {
+            ApiError::TooManyRequests(_) => {
                 "Too many requests at once; retry after the time in Retry-After".into()
             }
             ApiError::Unavailable(_) => "The service is temporarily unavailable; please retry shortly".into(),
@@ -276,7 +245,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(cause) | ApiError::Internal(cause) => {
                 Some(ErrorCause(error_chain(cause.as_ref())))
             }
-            ApiError::TooManyRequests { .. } | ApiError::TaskLimitReached { .. } => {
+            ApiError::TooManyRequests(_) | ApiError::TaskLimitReached { .. } => {
                 crate::metrics::refused(self.code());
                 None
             }
@@ -296,7 +265,7 @@ impl IntoResponse for ApiError {
             | ApiError::IdempotencyConflict(IdempotencyConflict::InProgress) => {
                 Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
             }
-            ApiError::TooManyRequests { retry_after, .. } => Some((
+            ApiError::TooManyRequests(Refused { retry_after, .. }) => Some((
                 header::RETRY_AFTER,
                 // Whole seconds, rounded up, at least 1.
                 HeaderValue::from(
@@ -324,31 +293,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(err: crate::db::DbError) -> Self {
-        if err.is_unavailable() {
-            ApiError::unavailable(err)
-        } else {
-            ApiError::internal(err)
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Db(err) => err.into(),
-            StoreError::TaskLimitReached { limit } => ApiError::TaskLimitReached { limit },
-            StoreError::IdempotencyMismatch => {
-                ApiError::IdempotencyConflict(IdempotencyConflict::DifferentBody)
-            }
-            StoreError::IdempotencyInProgress => {
-                ApiError::IdempotencyConflict(IdempotencyConflict::InProgress)
-            }
-            StoreError::IdempotentTaskDeleted => {
-                ApiError::IdempotencyConflict(IdempotencyConflict::TaskDeleted)
-            }
-        }
+impl From<Invalid> for ApiError {
+    fn from(Invalid(errors): Invalid) -> Self {
+        ApiError::Validation(errors)
     }
 }
 
@@ -412,10 +359,10 @@ mod tests {
 
     #[tokio::test]
     async fn limits_say_when_to_retry() {
-        let (status, headers, body) = render(ApiError::TooManyRequests {
-            reason: Refusal::RateLimited,
-            retry_after: Duration::from_millis(1500),
-        })
+        let (status, headers, body) = render(ApiError::TooManyRequests(Refused {
+            reason: crate::limits::Refusal::RateLimited,
+            retry_after: std::time::Duration::from_millis(1500),
+        }))
         .await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers[header::RETRY_AFTER], "2");

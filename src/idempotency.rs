@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::FieldError;
+use crate::models::invalid::FieldError;
 
 pub const HEADER: &str = "idempotency-key";
 /// How long a key is remembered.

@@ -18,10 +18,26 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Limits;
-use crate::error::{ApiError, Refusal};
 
 /// Longest a request waits for its user's turn before it is refused.
 pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// A request refused by a limit (429): why, and when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests ({reason:?})")]
+pub struct Refused {
+    pub reason: Refusal,
+    pub retry_after: Duration,
+}
+
+/// Which limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More requests waiting than `MAX_QUEUED_PER_USER`, or waited too long.
+    QueueFull,
+    /// Over `RATE_LIMIT_PER_USER`.
+    RateLimited,
+}
 
 pub struct UserLimits {
     max_in_flight: u32,
@@ -61,21 +77,21 @@ impl UserLimits {
     }
 
     /// Waits for the user's turn, or refuses with 429.
-    pub async fn admit(self: &Arc<Self>, user: &str) -> Result<Admission, ApiError> {
+    pub async fn admit(self: &Arc<Self>, user: &str) -> Result<Admission, Refused> {
         let user: Arc<str> = Arc::from(user);
         if let Some(rate) = &self.rate
             && let Err(not_until) = rate.check_key(&user)
         {
-            return Err(ApiError::TooManyRequests {
+            return Err(Refused {
                 reason: Refusal::RateLimited,
                 retry_after: not_until.wait_time_from(self.clock.now()),
             });
         }
-        let gate = self.gate(&user)?;
+        let gate = self.gate(&user);
         if let Ok(permit) = Arc::clone(&gate.permits).try_acquire_owned() {
             return Ok(self.admission(permit, gate, user));
         }
-        let queue_full = ApiError::TooManyRequests {
+        let queue_full = Refused {
             reason: Refusal::QueueFull,
             retry_after: Duration::from_secs(1),
         };
@@ -119,19 +135,15 @@ impl UserLimits {
         }
     }
 
-    fn gate(&self, user: &Arc<str>) -> Result<Arc<Gate>, ApiError> {
-        let mut gates = self
-            .gates
-            .lock()
-            .map_err(|_| ApiError::internal("limits lock poisoned"))?;
-        Ok(Arc::clone(gates.entry(Arc::clone(user)).or_insert_with(
-            || {
-                Arc::new(Gate {
-                    permits: Arc::new(Semaphore::new(self.max_in_flight as usize)),
-                    waiting: AtomicU32::new(0),
-                })
-            },
-        )))
+    fn gate(&self, user: &Arc<str>) -> Arc<Gate> {
+        // The map holds no invariant a panic could break.
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(gates.entry(Arc::clone(user)).or_insert_with(|| {
+            Arc::new(Gate {
+                permits: Arc::new(Semaphore::new(self.max_in_flight as usize)),
+                waiting: AtomicU32::new(0),
+            })
+        }))
     }
 
     /// Removes the user's gate when nobody holds or waits on it, so the map
@@ -197,7 +209,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let refused = l.admit("alice").await.err().unwrap();
-        assert_eq!(refused.code(), "too_many_requests");
+        assert_eq!(refused.reason, Refusal::QueueFull);
         assert!(l.admit("bob").await.is_ok(), "other users are not affected");
         drop(first);
         waiting.await.unwrap().unwrap();
@@ -212,7 +224,7 @@ mod tests {
             admitted.push(l.admit("alice").await.unwrap());
         }
         match l.admit("alice").await {
-            Err(ApiError::TooManyRequests { retry_after, .. }) => {
+            Err(Refused { retry_after, .. }) => {
                 assert!(retry_after <= Duration::from_millis(200), "{retry_after:?}")
             }
             _ => panic!("the 11th request in a burst is refused"),

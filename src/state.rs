@@ -1,18 +1,13 @@
-//! Shared application state. The database handle is private to this module:
-//! handlers reach tasks only through [`UserTasks`], built from a verified caller.
+//! The router's shared state. The database handle is private to it:
+//! handlers reach tasks only through a `UserTasks` built for a verified caller.
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
-use crate::auth::{AuthUser, Verifier};
-use crate::db::Db;
-use crate::error::ApiError;
-use crate::http::RequestContext;
+use crate::auth::{Identity, Verifier};
+use crate::db::{Db, DbError};
 use crate::idempotency::InFlight;
 use crate::limits::UserLimits;
-use crate::readiness::{NotReady, Readiness};
+use crate::readiness::Readiness;
 use crate::store::{StoreConfig, UserTasks};
 
 #[derive(Clone)]
@@ -47,41 +42,13 @@ impl AppState {
         self.store.db.readiness()
     }
 
-    /// Readiness: `None` when this instance should get traffic.
-    pub(crate) async fn not_ready(&self) -> Option<ApiError> {
-        if let Some(why) = self.readiness().not_ready() {
-            return Some(ApiError::unavailable(match why {
-                NotReady::Starting => {
-                    "starting: the database is not reached or migrated yet".to_owned()
-                }
-                NotReady::Draining => "shutting down".to_owned(),
-                NotReady::WritesFailing(cause) => format!("writes fail: {cause}"),
-            }));
-        }
-        self.store.db.ping().await.err().map(ApiError::from)
+    /// The store of a verified caller (only the extractor calls this).
+    pub(crate) fn store_for(&self, identity: &Identity) -> UserTasks {
+        UserTasks::new(&self.store, identity)
     }
-}
 
-/// Extracting the store authenticates first, then waits for the user's turn
-/// (held until the response is sent), then scopes the store to the caller.
-impl FromRequestParts<AppState> for UserTasks {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        // Boxed: their states would otherwise be copied by every layer above.
-        let AuthUser(identity) = Box::pin(AuthUser::from_request_parts(parts, state)).await?;
-        if !state.readiness().is_started() {
-            return Err(ApiError::unavailable(
-                "starting: the database is not reached or migrated yet",
-            ));
-        }
-        let admission = Box::pin(state.limits.admit(&identity.user_id)).await?;
-        if let Some(context) = parts.extensions.get::<Arc<RequestContext>>() {
-            context.hold(admission);
-        }
-        Ok(UserTasks::new(&state.store, &identity))
+    /// Does the database answer (readiness)?
+    pub(crate) async fn ping(&self) -> Result<(), DbError> {
+        self.store.db.ping().await
     }
 }

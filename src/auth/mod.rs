@@ -6,7 +6,6 @@
 
 mod cache;
 mod claims;
-mod extract;
 mod jwks;
 mod keys;
 mod rejection;
@@ -17,7 +16,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::DecodingKey;
 
 pub use claims::{ClaimsPolicy, MAX_USER_ID_CHARS, is_valid_user_id};
-pub use extract::AuthUser;
 pub use jwks::MIN_REFETCH_INTERVAL;
 pub use rejection::TokenRejection;
 

@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, FieldError};
+use super::invalid::{FieldError, Invalid};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 
@@ -127,17 +127,17 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, ApiError> {
+    fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Invalid> {
         if self.errors.is_empty() {
             Ok(value())
         } else {
-            Err(ApiError::Validation(self.errors))
+            Err(Invalid(self.errors))
         }
     }
 }
 
 impl NewTask {
-    pub fn from_json(body: &Map<String, Value>) -> Result<Self, ApiError> {
+    pub fn from_json(body: &Map<String, Value>) -> Result<Self, Invalid> {
         let mut f = Fields::new(body);
         let title = f.read("title", title);
         if !body.contains_key("title") {
@@ -152,13 +152,13 @@ impl NewTask {
                 completed,
             }),
             // Missing or invalid: an error says which.
-            None => Err(ApiError::Validation(f.errors)),
+            None => Err(Invalid(f.errors)),
         }
     }
 }
 
 impl TaskChanges {
-    pub fn from_json(body: &Map<String, Value>) -> Result<Self, ApiError> {
+    pub fn from_json(body: &Map<String, Value>) -> Result<Self, Invalid> {
         let mut f = Fields::new(body);
         let changes = TaskChanges {
             title: f.read("title", title),
@@ -177,7 +177,7 @@ impl TaskChanges {
 
 impl CompleteRequest {
     /// `None` (no body) and `{}` both mean "toggle".
-    pub fn from_json(body: Option<&Map<String, Value>>) -> Result<Self, ApiError> {
+    pub fn from_json(body: Option<&Map<String, Value>>) -> Result<Self, Invalid> {
         let Some(body) = body else {
             return Ok(CompleteRequest::default());
         };
@@ -233,11 +233,8 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
-    fn fields(err: ApiError) -> Vec<(String, String)> {
-        match err {
-            ApiError::Validation(e) => e.into_iter().map(|e| (e.field, e.message)).collect(),
-            other => panic!("expected validation error, got {other:?}"),
-        }
+    fn fields(err: Invalid) -> Vec<(String, String)> {
+        err.0.into_iter().map(|e| (e.field, e.message)).collect()
     }
 
     #[test]

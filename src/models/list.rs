@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, FieldError};
+use super::invalid::{FieldError, Invalid};
 
 pub const LIMIT_MAX: u64 = 1000;
 pub const Q_MAX_CHARS: usize = 1000;
@@ -83,7 +83,7 @@ impl ListQuery {
         }
     }
 
-    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+    pub fn parse(raw: Option<&str>) -> Result<Self, Invalid> {
         let mut query = ListQuery::default();
         let mut errors = Vec::new();
         let mut seen = HashSet::new();
@@ -144,7 +144,7 @@ impl ListQuery {
         if errors.is_empty() {
             Ok(query)
         } else {
-            Err(ApiError::Validation(errors))
+            Err(Invalid(errors))
         }
     }
 }
@@ -178,7 +178,7 @@ mod tests {
 
     fn bad_fields(raw: &str) -> Vec<String> {
         match ListQuery::parse(Some(raw)) {
-            Err(ApiError::Validation(e)) => e.into_iter().map(|e| e.field).collect(),
+            Err(Invalid(e)) => e.into_iter().map(|e| e.field).collect(),
             other => panic!("{raw}: expected 422, got {other:?}"),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod idempotency_key;
 pub mod input;
+pub mod invalid;
 pub mod list;
 pub mod output;
 pub mod task;

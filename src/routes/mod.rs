@@ -2,8 +2,9 @@
 //! registered together with its OpenAPI entry, so the document cannot list a
 //! route that does not exist or miss one that does.
 
-mod body;
 mod docs;
+mod errors;
+mod extract;
 mod health;
 mod tasks;
 

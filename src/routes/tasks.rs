@@ -4,16 +4,18 @@
 use crate::db::DbError;
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, RawQuery};
-use axum::http::request::Parts;
+use axum::extract::RawQuery;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
-use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::body::JsonObject;
+use super::errors::{
+    BadQuery, CompleteBody, CreateConflict, JsonBody, NoSuchTask, TooManyRequests, Unauthorized,
+    Unavailable, Unexpected,
+};
+use super::extract::{JsonObject, TaskId};
 use crate::error::{ApiError, FieldError};
 use crate::idempotency::{Fingerprint, IdempotencyKey, KeyedRequest};
 use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
@@ -31,33 +33,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(complete_task))
 }
 
-/// The `{id}` path segment, declared once for every route that has one.
-/// Anything but a positive 64-bit integer names no task, so it is a 404 like
-/// any other missing task.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct TaskId {
-    /// Task id
-    #[param(minimum = 1)]
-    id: i64,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for TaskId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::TaskNotFound)?;
-        let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
-        match raw.parse::<i64>() {
-            Ok(id) if digits_only && id > 0 => Ok(TaskId { id }),
-            _ => Err(ApiError::TaskNotFound),
-        }
-    }
-}
-
 /// List the caller's tasks, newest first unless sorted otherwise.
 #[utoipa::path(
     get,
@@ -69,7 +44,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
         description = "The caller's matching tasks (a plain array)",
         body = [TaskOut],
         headers(("X-Total-Count" = u64, description = "Matching tasks before limit/offset"))
-    ))
+    ), BadQuery, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let query = ListQuery::parse(raw.as_deref())?;
@@ -183,7 +159,8 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbError>> + Send + 's
         description = "Created",
         body = TaskOut,
         headers(("Location" = String, description = "/api/tasks/{id} of the new task"))
-    ))
+    ), JsonBody, CreateConflict, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn create_task(
     tasks: UserTasks,
@@ -198,7 +175,7 @@ pub async fn create_task(
         (Ok(new), Ok(key)) => (new, key),
         (new, key) => {
             let mut errors: Vec<FieldError> = key.err().into_iter().collect();
-            if let Err(ApiError::Validation(fields)) = new {
+            if let Err(crate::error::Invalid(fields)) = new {
                 errors.extend(fields);
             }
             return Err(ApiError::Validation(errors));
@@ -240,7 +217,8 @@ pub async fn create_task(
     path = "/api/tasks/{id}",
     tag = "tasks",
     params(TaskId),
-    responses((status = 200, description = "The task", body = TaskOut))
+    responses((status = 200, description = "The task", body = TaskOut), NoSuchTask, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<TaskJson, ApiError> {
     let task = tasks.get(id).await?.ok_or(ApiError::TaskNotFound)?;
@@ -254,7 +232,8 @@ pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<TaskJso
     tag = "tasks",
     params(TaskId),
     request_body = TaskChanges,
-    responses((status = 200, description = "The updated task", body = TaskOut))
+    responses((status = 200, description = "The updated task", body = TaskOut), NoSuchTask, JsonBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn update_task(
     tasks: UserTasks,
@@ -275,7 +254,8 @@ pub async fn update_task(
     path = "/api/tasks/{id}",
     tag = "tasks",
     params(TaskId),
-    responses((status = 200, description = "Deleted", body = DeletedOut))
+    responses((status = 200, description = "Deleted", body = DeletedOut), NoSuchTask, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn delete_task(
     tasks: UserTasks,
@@ -294,7 +274,8 @@ pub async fn delete_task(
     tag = "tasks",
     params(TaskId),
     request_body(content = Option<CompleteRequest>, description = "Optional: no body (or `{}`) toggles"),
-    responses((status = 200, description = "The updated task", body = TaskOut))
+    responses((status = 200, description = "The updated task", body = TaskOut), NoSuchTask, CompleteBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    security(("bearer" = []))
 )]
 pub async fn complete_task(
     tasks: UserTasks,
