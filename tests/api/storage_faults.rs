@@ -205,7 +205,6 @@ async fn sqlite_full_disk_acknowledges_only_committed_writes() {
 #[test]
 fn sqlite_read_only_file_is_503_until_writable() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
 
     use crate::common::process::Server;
 
@@ -253,10 +252,8 @@ fn sqlite_read_only_file_is_503_until_writable() {
     set_mode(0o444);
 
     const NOBODY: u32 = 65534;
-    let server = Server::start_with(dir.path(), &env, &[], |cmd| {
-        cmd.uid(NOBODY).gid(NOBODY);
-    })
-    .expect("starts on a read-only file");
+    let server =
+        Server::start_as(dir.path(), &env, NOBODY, NOBODY).expect("starts on a read-only file");
     let status = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let mut request = client.request(method, server.url(path)).bearer_auth(&token);
         if let Some(body) = body {

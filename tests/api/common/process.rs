@@ -16,7 +16,30 @@ const LOG_WAIT: Duration = Duration::from_secs(30);
 
 /// The binary with a clean environment (no inherited settings, no .env).
 pub fn todo_api(dir: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    todo_api_at(Path::new(BIN), dir, env)
+}
+
+/// A copy of the binary that any user may run: the build's own lies inside
+/// the checkout, which another user (`nobody`) cannot reach when the
+/// checkout is in a private directory (under `/root`, a `mktemp -d`).
+pub fn binary_for_any_user() -> &'static Path {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("todo-api");
+        std::fs::copy(BIN, &path).expect("copy the binary");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    });
+    path
+}
+
+/// The binary at `path` with a clean environment.
+pub fn todo_api_at(path: &Path, dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(path);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
@@ -140,13 +163,38 @@ impl Server {
         Self::spawn(dir, env, args, |_| {})
     }
 
+    /// Starts `serve` as another user (`uid`, `gid`: root may), from a copy of
+    /// the binary that user can reach, and waits for "database ready".
+    pub fn start_as(
+        dir: &Path,
+        env: &[(&str, &str)],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Server, String> {
+        let server = Self::spawn_from(binary_for_any_user(), dir, env, &[], |cmd| {
+            cmd.uid(uid).gid(gid);
+        })?;
+        server.wait_for_log("database ready");
+        Ok(server)
+    }
+
     fn spawn(
         dir: &Path,
         env: &[(&str, &str)],
         args: &[&str],
         adjust: impl FnOnce(&mut Command),
     ) -> Result<Server, String> {
-        let mut cmd = todo_api(dir, &[env, &[("PORT", "0")]].concat());
+        Self::spawn_from(Path::new(BIN), dir, env, args, adjust)
+    }
+
+    fn spawn_from(
+        program: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
+        let mut cmd = todo_api_at(program, dir, &[env, &[("PORT", "0")]].concat());
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn");
