@@ -56,8 +56,8 @@ pub fn with_layers(routes: Router, server: &ServerSettings) -> Router {
         .max_age(Duration::from_secs(600));
 
     // One `Router::layer` call, so each route holds the whole stack as one
-    // boxed service: layer by layer, every request cloned each level's box
-    // again (48 boxes per request). `ServiceBuilder` lists the outermost first.
+    // boxed service (one call per layer boxes each level, and every request
+    // clones each box). `ServiceBuilder` lists the outermost first.
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(request_id))
@@ -67,7 +67,7 @@ pub fn with_layers(routes: Router, server: &ServerSettings) -> Router {
             cors_only_for_allowed_origins,
         ))
         // CORS inside the request log and metrics: the CORS layer answers
-        // preflights itself, and outside `track` they were neither logged
+        // preflights itself, which outside `track` would be neither logged
         // nor counted (nor given a request id).
         .layer(cors)
         .layer(middleware::map_response(json_errors))
