@@ -20,10 +20,11 @@ pub mod routes;
 pub mod startup;
 mod state;
 pub mod store;
+pub mod tls;
+mod upkeep;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -112,16 +113,8 @@ impl App {
     /// and marks the instance ready; then starts the background upkeep.
     pub async fn start(&self) -> Result<(), StartupError> {
         startup::start(&self.settings.database, &self.db).await?;
-        spawn_key_purge(self.db.clone());
-        if self.settings.limits.rate_limit_per_user > 0 {
-            let limits = Arc::clone(&self.limits);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(LIMITS_UPKEEP_INTERVAL).await;
-                    limits.forget_quiet_users();
-                }
-            });
-        }
+        let rate_limited = self.settings.limits.rate_limit_per_user > 0;
+        upkeep::spawn(self.db.clone(), Arc::clone(&self.limits), rate_limited);
         Ok(())
     }
 
@@ -150,20 +143,3 @@ pub async fn serve(
     )
     .await
 }
-
-/// Deletes idempotency keys past their retention period now, then hourly.
-fn spawn_key_purge(db: Db) {
-    tokio::spawn(async move {
-        loop {
-            match store::purge_expired_keys(&db).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
-                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
-            }
-            tokio::time::sleep(idempotency::PURGE_INTERVAL).await;
-        }
-    });
-}
-
-/// How often rate-limiter state of quiet users is dropped.
-const LIMITS_UPKEEP_INTERVAL: Duration = Duration::from_secs(60);

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{DatabaseSettings, redact_url};
-use crate::db::{self, Db, DbError, Dialect};
+use crate::config::{DatabaseSettings, PoolMode, redact_url};
+use crate::db::{Db, DbError, Dialect};
+use crate::tls;
 
 /// Longest single connection attempt.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,11 +58,13 @@ pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), Startu
     if settings.migration_url() != settings.url() {
         wait_until_reachable(settings, settings.url()).await?;
     }
-    db::migrate(settings)
+    // Through a transaction-mode pooler, unless migrations have a direct URL.
+    let pooled = settings.pool_mode == PoolMode::Transaction && !settings.has_migration_url();
+    migration::run(&tls::for_sqlx(settings.migration_url()), pooled)
         .await
         .map_err(|err| StartupError::Migration {
             url: redact_url(settings.migration_url()),
-            cause: db::describe_migration_error(&err),
+            cause: migration::describe(&err),
         })
 }
 
@@ -129,7 +132,7 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
                 .saturating_sub(started.elapsed())
                 .max(MIN_ATTEMPT_TIMEOUT),
         );
-        let cause = match tokio::time::timeout(limit, db::connect_once(url)).await {
+        let cause = match tokio::time::timeout(limit, connect_once(url)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(cause)) => cause,
             Err(_) => format!("no answer within {:.1} s", limit.as_secs_f64()),
@@ -148,4 +151,46 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
     }
+}
+
+/// One connection as the pool would make it; the cause of a failure in
+/// words an operator searches for. SQLite: the file opens.
+async fn connect_once(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+    if url.starts_with("sqlite:") {
+        let options = <SqliteConnectOptions as std::str::FromStr>::from_str(url)
+            .map_err(|e| format!("invalid database URL: {e}"))?;
+        let conn = options
+            .connect()
+            .await
+            .map_err(|e| format!("cannot open: {e}"))?;
+        return conn.close().await.map_err(|e| e.to_string());
+    }
+    let target = tls::target(url)?;
+    let err = match target.config.connect(target.tls).await {
+        Ok((client, connection)) => {
+            drop(client);
+            let _ = connection.await; // ends once the client is gone: a clean goodbye
+            return Ok(());
+        }
+        Err(err) => err,
+    };
+    let source = std::error::Error::source(&err);
+    let refused = source
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let dns = source.is_some_and(|s| s.to_string().contains("lookup"));
+    let text = err.to_string();
+    let kind = match err.code().map(|c| c.code()) {
+        Some("28P01" | "28000") => "authentication failed",
+        Some("3D000") => "no such database",
+        Some(c) if c.starts_with("57P") => "the database is starting up or shutting down",
+        Some(_) => "the database refused the connection",
+        None if refused => "connection refused",
+        None if dns => "unknown host (DNS)",
+        None if text.contains("TLS") => "TLS error",
+        None if text.starts_with("authentication") => "authentication failed",
+        None => "connection failed",
+    };
+    Err(format!("{kind}: {}", DbError::from(err)))
 }

@@ -3,6 +3,9 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod run;
+pub use run::{describe, run};
+
 mod m20260125_000001_create_tasks;
 mod m20261129_000002_idempotency_keys_and_probe;
 mod m20261130_000003_create_task_function;

@@ -1,5 +1,5 @@
 //! What a database error means for the caller: retry later (503), or a bug
-//! (500). Each error is classified and described where it happens.
+//! (500), classified and described where it happens.
 
 use sea_orm::sqlx;
 
@@ -8,19 +8,17 @@ use sea_orm::sqlx;
 pub enum Failure {
     /// The database cannot be reached, is shutting down or too slow now.
     Unavailable,
-    /// It answers but cannot store: disk full, read-only, I/O error.
-    /// Readiness reports it until a write succeeds again.
+    /// It answers but cannot store (disk full, read-only, I/O error): not
+    /// ready until a write succeeds again.
     Storage,
 }
 
-/// A database error: its class, its SQLSTATE (or SQLite code) and words for
-/// a log line (the database's message and hint, never its `detail`, which
-/// may quote row values).
+/// A database error: its class, and words for a log line (the database's
+/// message, hint and code; never its `detail`, which may quote row values).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct DbError {
     failure: Option<Failure>,
-    code: Option<String>,
     message: String,
 }
 
@@ -35,35 +33,17 @@ impl DbError {
         self.failure.is_some()
     }
 
-    pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+    fn new(failure: Option<Failure>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        DbError { failure, message }
     }
 
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
-        let message = message.into();
-        DbError {
-            failure: Some(Failure::Unavailable),
-            code: None,
-            message,
-        }
+        DbError::new(Some(Failure::Unavailable), message)
     }
 
     pub(crate) fn bug(message: impl Into<String>) -> Self {
-        DbError {
-            failure: None,
-            code: None,
-            message: message.into(),
-        }
-    }
-
-    fn answered(code: String, message: &str, hint: Option<&str>, failure: Option<Failure>) -> Self {
-        let hint = hint.map(|h| format!(" (hint: {h})")).unwrap_or_default();
-        let message = format!("{message}{hint} [code {code}]");
-        DbError {
-            failure,
-            code: Some(code),
-            message,
-        }
+        DbError::new(None, message)
     }
 }
 
@@ -71,34 +51,23 @@ impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
             let code = db.code().code();
-            return DbError::answered(
-                code.to_owned(),
-                db.message(),
-                db.hint(),
-                classify_postgres(code),
-            );
+            let hint = db
+                .hint()
+                .map(|h| format!(" (hint: {h})"))
+                .unwrap_or_default();
+            let message = format!("{}{hint} [SQLSTATE {code}]", db.message());
+            return DbError::new(classify_postgres(code), message);
         }
         // Its other errors are named by kind: the connection's mean
-        // "unavailable"; the rest (a value that does not convert) are bugs.
+        // "unavailable", the rest (a value that does not convert) are bugs.
         let text = err.to_string();
-        const CONNECTION: [&str; 7] = [
-            "error communicating",
-            "error performing TLS",
-            "error connecting",
-            "timeout",
-            "unexpected message",
-            "error parsing response",
-            "authentication error",
-        ];
-        let unavailable = err.is_closed() || CONNECTION.iter().any(|kind| text.starts_with(kind));
-        let message = match std::error::Error::source(&err) {
-            Some(source) => format!("{text}: {source}"),
-            None => text,
-        };
-        DbError {
-            failure: unavailable.then_some(Failure::Unavailable),
-            code: None,
-            message,
+        const CONNECTION: &str = "error communicating|error performing TLS|error connecting|\
+            timeout|unexpected message|error parsing response|authentication error";
+        let unavailable = err.is_closed() || CONNECTION.split('|').any(|k| text.starts_with(k));
+        let failure = unavailable.then_some(Failure::Unavailable);
+        match std::error::Error::source(&err) {
+            Some(source) => DbError::new(failure, format!("{text}: {source}")),
+            None => DbError::new(failure, text),
         }
     }
 }
@@ -114,29 +83,31 @@ impl From<deadpool_postgres::PoolError> for DbError {
 
 impl From<sqlx::Error> for DbError {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                let failure = classify_sqlite(&code);
-                DbError::answered(code, db.message(), None, failure)
-            }
+        let failure = match &err {
+            // SQLite's extended result codes: the primary one is the low byte.
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .and_then(|c| classify_sqlite(c & 0xff)),
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => DbError::unavailable(err.to_string()),
-            _ => DbError::bug(err.to_string()),
-        }
+            | sqlx::Error::Protocol(_) => Some(Failure::Unavailable),
+            _ => None,
+        };
+        let message = match &err {
+            sqlx::Error::Database(db) => {
+                format!("{} [code {}]", db.message(), db.code().unwrap_or_default())
+            }
+            other => other.to_string(),
+        };
+        DbError::new(failure, message)
     }
 }
 
-/// SQLite's extended result codes: the primary code is the low byte.
-pub(super) fn sqlite_primary_code(code: &str) -> Option<i32> {
-    code.parse::<i32>().ok().map(|c| c & 0xff)
-}
-
-fn classify_sqlite(code: &str) -> Option<Failure> {
-    match sqlite_primary_code(code)? {
+fn classify_sqlite(primary: i32) -> Option<Failure> {
+    match primary {
         // BUSY, LOCKED: another process held the file past the busy timeout.
         5 | 6 => Some(Failure::Unavailable),
         // READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
@@ -159,28 +130,17 @@ fn classify_postgres(code: &str) -> Option<Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Failure::*, *};
 
     #[test]
     fn codes_are_classified() {
-        for (code, sqlite) in [
-            ("13", Some(Failure::Storage)),
-            ("778", Some(Failure::Storage)),
-            ("517", Some(Failure::Unavailable)),
-            ("2067", None),
-        ] {
-            assert_eq!(classify_sqlite(code), sqlite, "{code}");
-        }
-        for (code, pg) in [
-            ("53100", Some(Failure::Storage)),
-            ("25006", Some(Failure::Storage)),
-            ("57P01", Some(Failure::Unavailable)),
-            ("08006", Some(Failure::Unavailable)),
-            ("57014", Some(Failure::Unavailable)),
-            ("23505", None),
-            ("22021", None),
-        ] {
-            assert_eq!(classify_postgres(code), pg, "{code}");
-        }
+        assert_eq!(classify_sqlite(13), Some(Storage)); // FULL
+        assert_eq!(classify_sqlite(10), Some(Storage)); // IOERR
+        assert_eq!(classify_sqlite(5), Some(Unavailable)); // BUSY
+        assert_eq!(classify_sqlite(19), None); // CONSTRAINT: a bug
+        assert_eq!(classify_postgres("53100"), Some(Storage));
+        assert_eq!(classify_postgres("57P01"), Some(Unavailable));
+        assert_eq!(classify_postgres("57014"), Some(Unavailable));
+        assert_eq!(classify_postgres("23505"), None);
     }
 }

@@ -1,16 +1,10 @@
-//! PostgreSQL: a deadpool of tokio-postgres clients, one round trip per batch.
-//!
-//! tokio-postgres sends a request when its future is first polled, so
-//! futures polled together in order are pipelined: `BEGIN`, the statements
-//! and `COMMIT` leave in one write and are answered in one round trip (sqlx
-//! waits for each answer before sending the next). deadpool takes a client
-//! back without a round trip (sqlx pings each connection it gets back).
-//!
-//! Directly (`DB_POOL_MODE=session`), statements are prepared once per
-//! connection. Behind a transaction-mode pooler nothing may outlive a
-//! transaction: statements are unnamed (`query_typed`: parse, bind and
-//! execute in one message), and every batch is a transaction that sets its
-//! own `statement_timeout`.
+//! PostgreSQL: a deadpool of tokio-postgres clients. tokio-postgres sends a
+//! request when its future is first polled, so `BEGIN`, the statements and
+//! `COMMIT` polled together leave in one write: one round trip (sqlx waits
+//! for each answer). deadpool takes a client back without one (sqlx pings).
+//! Directly, statements are prepared once per connection; behind a
+//! transaction-mode pooler nothing may outlive a transaction: statements
+//! are unnamed (`query_typed`) and each batch sets its `statement_timeout`.
 
 use std::time::Duration;
 
@@ -19,10 +13,11 @@ use futures_util::{Stream, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::sql::{PgParam, Row, Rows, Stmt, pg_params};
-use super::{ACQUIRE_TIMEOUT, DbError, tls};
+use super::{ACQUIRE_TIMEOUT, DbError};
 use crate::config::{DatabaseSettings, PoolMode};
+use crate::tls;
 
-pub struct Pg {
+pub(super) struct Pg {
     pool: Pool,
     /// Behind a transaction-mode pooler.
     pooled: bool,
@@ -62,13 +57,9 @@ impl Pg {
         })
     }
 
-    pub async fn checkout(&self) -> Result<Checkout, DbError> {
-        let conn = Some(self.pool.get().await?);
-        Ok(Checkout {
-            conn,
-            in_transaction: false,
-            answered: true,
-        })
+    /// A connection, marked as waiting for answers (see [`Checkout`]).
+    async fn checkout(&self) -> Result<Checkout, DbError> {
+        Ok(Checkout(Some(self.pool.get().await?)))
     }
 
     /// Open and idle connections.
@@ -77,54 +68,20 @@ impl Pg {
         (status.size, status.available)
     }
 
-    /// Statements that see one snapshot: alone, or in one transaction.
-    /// None at all: a ping.
-    pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let mut conn = self.checkout().await?;
-        if stmts.is_empty() {
-            conn.answered = false;
-            conn.client()?.simple_query("").await?;
-            conn.answered = true;
-            return Ok(Vec::new());
-        }
+    /// Runs `stmts` in order in one round trip: alone, or several (and any
+    /// behind a pooler, for its settings) in one transaction. None: a ping.
+    pub async fn run(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
         let transaction = stmts.len() > 1 || self.pooled;
-        self.pipeline(&mut conn, transaction, stmts, transaction)
-            .await
-    }
-
-    /// A batch of a write's transaction. A lone statement that commits at
-    /// once needs no transaction around it (directly; a pooler needs the
-    /// transaction's settings).
-    pub async fn batch(
-        &self,
-        conn: &mut Checkout,
-        stmts: &[Stmt],
-        commit: bool,
-    ) -> Result<Vec<Rows>, DbError> {
-        let open = conn.in_transaction;
-        if commit && !open && stmts.len() == 1 && !self.pooled {
-            return self.pipeline(conn, false, stmts, false).await;
-        }
-        self.pipeline(conn, !open, stmts, commit).await
-    }
-
-    /// Runs `stmts` in order in one round trip, after `BEGIN` and before
-    /// `COMMIT` when asked. The first error is returned (PostgreSQL skips
-    /// the rest of a failed transaction; its `COMMIT` rolls back).
-    async fn pipeline(
-        &self,
-        conn: &mut Checkout,
-        begin: bool,
-        stmts: &[Stmt],
-        commit: bool,
-    ) -> Result<Vec<Rows>, DbError> {
         let params = stmts
             .iter()
             .map(|s| pg_params(&s.values))
             .collect::<Result<Vec<_>, _>>()?;
-        conn.answered = false;
-        conn.in_transaction |= begin;
+        let conn = self.checkout().await?;
         let client = conn.client()?;
+        if stmts.is_empty() {
+            client.simple_query("").await?;
+            return Ok(conn.answered(Vec::new()));
+        }
         // Prepared once per connection (directly); then cached.
         let prepared = match self.pooled {
             true => Vec::new(),
@@ -136,10 +93,10 @@ impl Pg {
                 .await?
             }
         };
-        let mut calls: Vec<
-            futures_util::future::BoxFuture<'_, Result<Option<Rows>, tokio_postgres::Error>>,
-        > = Vec::new();
-        if begin {
+        type Call<'a> =
+            futures_util::future::BoxFuture<'a, Result<Option<Rows>, tokio_postgres::Error>>;
+        let mut calls: Vec<Call<'_>> = Vec::with_capacity(stmts.len() + 2);
+        if transaction {
             calls.push(Box::pin(async {
                 client.batch_execute(&self.begin).await.map(|()| None)
             }));
@@ -154,33 +111,20 @@ impl Pg {
                 Ok(Some(rows.into_iter().map(Row::Postgres).collect()))
             }));
         }
-        if commit {
+        if transaction {
+            // After an error PostgreSQL skips the rest; this COMMIT then rolls back.
             calls.push(Box::pin(async {
                 client.batch_execute("COMMIT").await.map(|()| None)
             }));
         }
         // `join_all` polls in order, and each future sends when first polled.
         let results = futures_util::future::join_all(calls).await;
-        conn.answered = true;
-        conn.in_transaction &= !commit;
+        let results = conn.answered(results);
         let mut rows = Vec::with_capacity(stmts.len());
         for result in results {
-            if let Some(r) = result? {
-                rows.push(r);
-            }
+            rows.extend(result?);
         }
         Ok(rows)
-    }
-
-    /// Ends a transaction that did not commit, if one is open.
-    pub async fn rollback(&self, conn: &mut Checkout) -> Result<(), DbError> {
-        if conn.in_transaction {
-            conn.answered = false;
-            conn.client()?.batch_execute("ROLLBACK").await?;
-            conn.answered = true;
-            conn.in_transaction = false;
-        }
-        Ok(())
     }
 
     /// The rows of `stmt` as they arrive (behind a pooler in a transaction
@@ -189,10 +133,8 @@ impl Pg {
         &self,
         stmt: Stmt,
     ) -> Result<impl Stream<Item = Result<Row, DbError>> + Send + use<>, DbError> {
-        let mut conn = self.checkout().await?;
         let params = pg_params(&stmt.values)?;
-        conn.answered = false;
-        conn.in_transaction = self.pooled;
+        let conn = self.checkout().await?;
         let client = conn.client()?;
         let rows = if self.pooled {
             let (begun, rows) = futures_util::join!(
@@ -215,7 +157,7 @@ impl Pg {
             if pooled {
                 conn.client()?.batch_execute("COMMIT").await?;
             }
-            conn.finished();
+            conn.answered(());
         })
     }
 }
@@ -225,49 +167,35 @@ fn types(params: &[PgParam]) -> Vec<Type> {
 }
 
 fn refs(params: &[PgParam]) -> Vec<&(dyn ToSql + Sync)> {
-    params
-        .iter()
-        .map(|(p, _)| &**p as &(dyn ToSql + Sync))
-        .collect()
+    params.iter().map(|(p, _)| &**p as _).collect()
 }
 
 fn typed(params: &[PgParam]) -> Vec<(&(dyn ToSql + Sync), Type)> {
-    params
-        .iter()
-        .map(|(p, t)| (&**p as &(dyn ToSql + Sync), t.clone()))
-        .collect()
+    refs(params).into_iter().zip(types(params)).collect()
 }
 
-/// A pooled connection. Dropped with an answer still to come, or inside a
-/// transaction (its request was cancelled), it is closed rather than handed
-/// to the next request: closing is what rolls the transaction back.
-pub struct Checkout {
-    conn: Option<Object>,
-    in_transaction: bool,
-    answered: bool,
-}
+/// A pooled connection waiting for the answers to what was sent on it.
+/// Dropped so (its request was cancelled), it is closed rather than handed
+/// to the next request: closing is what rolls back a transaction left open.
+struct Checkout(Option<Object>);
 
 impl Checkout {
-    pub(super) fn in_transaction(&self) -> bool {
-        self.in_transaction
-    }
-
-    fn finished(&mut self) {
-        (self.in_transaction, self.answered) = (false, true);
-    }
-
     fn client(&self) -> Result<&Object, DbError> {
-        self.conn
+        self.0
             .as_ref()
             .ok_or_else(|| DbError::bug("a connection used after it was given back"))
+    }
+
+    /// Every answer read: the connection goes back to the pool.
+    fn answered<T>(mut self, value: T) -> T {
+        drop(self.0.take());
+        value
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        if (self.in_transaction || !self.answered)
-            && let Some(conn) = self.conn.take()
-        {
+        if let Some(conn) = self.0.take() {
             drop(Object::take(conn));
         }
     }
@@ -285,39 +213,4 @@ fn spawn_upkeep(pool: WeakPool) {
             pool.retain(|_, m| m.last_used() < idle && m.age() < age);
         }
     });
-}
-
-/// One connection as the pool would make it; the cause of a failure in
-/// words an operator searches for. SQLite: the file opens.
-pub async fn connect_once(url: &str) -> Result<(), String> {
-    if url.starts_with("sqlite:") {
-        return super::sqlite::open_once(url).await;
-    }
-    let target = tls::target(url)?;
-    let err = match target.config.connect(target.tls).await {
-        Ok((client, connection)) => {
-            drop(client);
-            let _ = connection.await; // ends once the client is gone: a clean goodbye
-            return Ok(());
-        }
-        Err(err) => err,
-    };
-    let source = std::error::Error::source(&err);
-    let refused = source
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-    let dns = source.is_some_and(|s| s.to_string().contains("lookup"));
-    let text = err.to_string();
-    let kind = match err.code().map(|c| c.code()) {
-        Some("28P01" | "28000") => "authentication failed",
-        Some("3D000") => "no such database",
-        Some(c) if c.starts_with("57P") => "the database is starting up or shutting down",
-        Some(_) => "the database refused the connection",
-        None if refused => "connection refused",
-        None if dns => "unknown host (DNS)",
-        None if text.contains("TLS") => "TLS error",
-        None if text.starts_with("authentication") => "authentication failed",
-        None => "connection failed",
-    };
-    Err(format!("{kind}: {}", DbError::from(err)))
 }

@@ -1,7 +1,6 @@
 //! Statements as the store writes them (sea-query, rendered for the database
 //! in use) and rows as they come back from either database.
 
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
     PostgresQueryBuilder, QueryStatementBuilder, SqliteQueryBuilder, Value, Values,
 };
@@ -67,14 +66,11 @@ impl<T> Column for T where
 impl Row {
     /// The value of the column at `index`.
     pub fn get<T: Column>(&self, index: usize) -> Result<T, DbError> {
-        match self {
-            Row::Postgres(row) => row
-                .try_get(index)
-                .map_err(|e| DbError::bug(format!("column {index}: {e}"))),
-            Row::Sqlite(row) => row
-                .try_get(index)
-                .map_err(|e| DbError::bug(format!("column {index}: {e}"))),
-        }
+        let value = match self {
+            Row::Postgres(row) => row.try_get(index).map_err(|e| e.to_string()),
+            Row::Sqlite(row) => row.try_get(index).map_err(|e| e.to_string()),
+        };
+        value.map_err(|e| DbError::bug(format!("column {index}: {e}")))
     }
 }
 
@@ -85,33 +81,19 @@ pub(super) type PgParam = (Box<dyn ToSql + Sync + Send>, Type);
 /// The values of a statement as PostgreSQL parameters. Only the kinds of
 /// values the store sends have a type here; another is a bug.
 pub(super) fn pg_params(values: &Values) -> Result<Vec<PgParam>, DbError> {
-    values
-        .0
-        .iter()
-        .map(|value| -> Result<PgParam, DbError> {
-            Ok(match value {
-                Value::Bool(v) => (Box::new(*v), Type::BOOL),
-                Value::Int(v) => (Box::new(*v), Type::INT4),
-                Value::BigInt(v) => (Box::new(*v), Type::INT8),
-                Value::BigUnsigned(v) => (
-                    Box::new(v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))),
-                    Type::INT8,
-                ),
-                Value::String(v) => (Box::new(v.clone()), Type::TEXT),
-                Value::ChronoDateTimeUtc(v) => (Box::new(*v), Type::TIMESTAMPTZ),
-                other => {
-                    return Err(DbError::bug(format!(
-                        "no PostgreSQL type for the value {other:?}"
-                    )));
-                }
-            })
+    let param = |value: &Value| -> Result<PgParam, DbError> {
+        Ok(match value {
+            Value::Bool(v) => (Box::new(*v), Type::BOOL),
+            Value::Int(v) => (Box::new(*v), Type::INT4),
+            Value::BigInt(v) => (Box::new(*v), Type::INT8),
+            Value::BigUnsigned(v) => (
+                Box::new(v.map(|n| n.min(i64::MAX as u64) as i64)),
+                Type::INT8,
+            ),
+            Value::String(v) => (Box::new(v.clone()), Type::TEXT),
+            Value::ChronoDateTimeUtc(v) => (Box::new(*v), Type::TIMESTAMPTZ),
+            other => return Err(DbError::bug(format!("no PostgreSQL type for {other:?}"))),
         })
-        .collect()
-}
-
-/// The instant rows store: microseconds, what PostgreSQL keeps, so the
-/// instant a write returns is the one every later read returns.
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
+    };
+    values.0.iter().map(param).collect()
 }

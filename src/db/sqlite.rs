@@ -14,11 +14,9 @@ use futures_util::{Stream, StreamExt};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sea_orm::sqlx::{
-    self, ConnectOptions, Connection, Sqlite, SqliteConnection, SqlitePool, Transaction,
-};
+use sea_orm::sqlx::{self, Connection, Sqlite, SqliteConnection, SqlitePool};
 use sea_query_sqlx::SqlxValues;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::sql::{Row, Rows, Stmt};
 use super::{ACQUIRE_TIMEOUT, DbError};
@@ -28,16 +26,10 @@ use crate::readiness::Readiness;
 /// How long a write waits for SQLite's lock, and for its turn before that.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct Lite {
+pub(super) struct Lite {
     pool: SqlitePool,
     /// One writer at a time, in the order they asked (tokio's semaphore is fair).
     writers: Arc<Semaphore>,
-}
-
-/// A write transaction with its writer's turn.
-pub struct Write {
-    tx: Option<Transaction<'static, Sqlite>>,
-    _turn: OwnedSemaphorePermit,
 }
 
 fn options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
@@ -51,16 +43,6 @@ fn options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
         .foreign_keys(true)
         .row_buffer_size(1024)
         .with_regexp())
-}
-
-/// Opens the file once (start-up's check that it can be).
-pub(super) async fn open_once(url: &str) -> Result<(), String> {
-    let options = options(url).map_err(|e| format!("invalid database URL: {e}"))?;
-    let conn = options
-        .connect()
-        .await
-        .map_err(|e| format!("cannot open: {e}"))?;
-    conn.close().await.map_err(|e| e.to_string())
 }
 
 impl Lite {
@@ -88,37 +70,31 @@ impl Lite {
         })
     }
 
-    /// The caller's turn, then SQLite's lock at once (`BEGIN IMMEDIATE`): a
-    /// transaction that reads first would fail on its first write.
-    pub async fn begin_write(&self) -> Result<Write, DbError> {
-        let turn = tokio::time::timeout(BUSY_TIMEOUT, Arc::clone(&self.writers).acquire_owned())
+    /// A write: its turn, then SQLite's lock at once (`BEGIN IMMEDIATE`:
+    /// a transaction that reads first would fail on its first write).
+    pub async fn write(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        let _turn = tokio::time::timeout(BUSY_TIMEOUT, Arc::clone(&self.writers).acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| DbError::unavailable("no turn to write within the busy timeout"))?;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Write {
-            tx: Some(tx),
-            _turn: turn,
-        })
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let results = run(&mut tx, stmts).await?;
+        tx.commit().await?;
+        Ok(results)
     }
 
-    /// One statement alone, several in one transaction. None: a ping.
+    /// One statement alone (none: a ping), several in one transaction.
     pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
         let mut conn = self.pool.acquire().await?;
-        match stmts {
-            [] => Ok(conn.ping().await.map(|()| Vec::new())?),
-            [stmt] => Ok(vec![run(&mut conn, stmt).await?]),
-            _ => {
-                let mut tx = conn.begin().await?;
-                let mut results = Vec::with_capacity(stmts.len());
-                for stmt in stmts {
-                    results.push(run(&mut tx, stmt).await?);
-                }
-                tx.commit().await?;
-                Ok(results)
-            }
+        if stmts.len() < 2 {
+            conn.ping().await?;
+            return run(&mut conn, stmts).await;
         }
+        let mut tx = conn.begin().await?;
+        let results = run(&mut tx, stmts).await?;
+        tx.commit().await?;
+        Ok(results)
     }
 
     pub fn stream(&self, stmt: Stmt) -> impl Stream<Item = Result<Row, DbError>> + Send + use<> {
@@ -138,35 +114,15 @@ impl Lite {
     }
 }
 
-impl Write {
-    pub async fn batch(&mut self, stmts: &[Stmt], commit: bool) -> Result<Vec<Rows>, DbError> {
-        let mut results = Vec::with_capacity(stmts.len());
-        for stmt in stmts {
-            let tx = self
-                .tx
-                .as_mut()
-                .ok_or_else(|| DbError::bug("a statement after the commit"))?;
-            results.push(run(tx, stmt).await?);
-        }
-        if commit && let Some(tx) = self.tx.take() {
-            tx.commit().await?;
-        }
-        Ok(results)
+/// Runs the statements in order, each read to its last row (a write's
+/// error, such as a full disk, comes with its last step).
+async fn run(conn: &mut SqliteConnection, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+    let mut results = Vec::with_capacity(stmts.len());
+    for stmt in stmts {
+        let rows = query(stmt).fetch_all(&mut *conn).await?;
+        results.push(rows.into_iter().map(Row::Sqlite).collect());
     }
-
-    pub async fn rollback(&mut self) -> Result<(), DbError> {
-        match self.tx.take() {
-            Some(tx) => Ok(tx.rollback().await?),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Runs one statement and reads every row (a write's error, such as a full
-/// disk, comes with its last step).
-async fn run(conn: &mut SqliteConnection, stmt: &Stmt) -> Result<Rows, DbError> {
-    let rows = query(stmt).fetch_all(conn).await?;
-    Ok(rows.into_iter().map(Row::Sqlite).collect())
+    Ok(results)
 }
 
 fn query(stmt: &Stmt) -> sqlx::query::Query<'_, Sqlite, SqlxValues> {

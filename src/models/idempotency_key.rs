@@ -13,7 +13,8 @@ pub struct Model {
     pub fingerprint: String,
     /// The first response: status, JSON body, `Location`.
     pub status: i16,
-    pub body: String,
+    /// `None`: rebuilt from the repeat (see the store).
+    pub body: Option<String>,
     pub location: Option<String>,
     /// The task the first request created.
     pub task_id: Option<i64>,

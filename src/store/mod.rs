@@ -5,11 +5,9 @@
 //! (see [`sql`]). Handlers get no database handle of their own, so a query
 //! without the user filter cannot be written in a handler.
 //!
-//! Each request's work is one round trip to PostgreSQL: reads and single
-//! writes are one statement; a create counts and inserts in one statement
-//! (two on SQLite, in one transaction); a create with an `Idempotency-Key`
-//! takes two round trips (look up the key and create, then remember the
-//! response and commit).
+//! Each request's work is one list of statements in one transaction, one
+//! round trip to PostgreSQL (see [`sql`]), a create with an
+//! `Idempotency-Key` included.
 
 mod sql;
 
@@ -18,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 
 use crate::auth::Identity;
-use crate::db::{Db, DbError, Dialect, MaybeDbError, Row, Tx, now};
+use crate::db::{Db, DbError, Dialect, Row, Rows};
 use crate::idempotency::{self, InFlight, KeyedRequest, StoredResponse};
 use crate::models::input::{NewTask, TaskChanges};
 use crate::models::list::ListQuery;
@@ -38,15 +36,6 @@ pub enum StoreError {
     IdempotencyInProgress,
     #[error("the task created with this idempotency key was deleted since")]
     IdempotentTaskDeleted,
-}
-
-impl MaybeDbError for StoreError {
-    fn db_error(&self) -> Option<&DbError> {
-        match self {
-            StoreError::Db(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// One user's tasks.
@@ -134,7 +123,7 @@ impl UserTasks {
 
     /// Creates a task unless the user is at the task limit. With an
     /// idempotency key, a repeat of an earlier create replays its response,
-    /// and the response is stored in the same transaction as the task.
+    /// and the key is remembered in the same transaction as the task.
     pub async fn create(
         &self,
         new: NewTask,
@@ -146,119 +135,47 @@ impl UserTasks {
             title: new.title.into_string(),
             description: new.description,
             completed: new.completed,
-            now: now(),
-        };
-        let Some(keyed) = keyed else {
-            return self
-                .db
-                .write(async |tx| self.insert(tx, &new).await.map(Created::New))
-                .await;
+            now: sql::now(),
         };
         // A repeat while the first runs in this process is a conflict at
         // once (across instances, the key's advisory lock on PostgreSQL).
-        let _claim = self
-            .in_flight_keys
-            .claim(&self.owner, &keyed.key)
-            .ok_or(StoreError::IdempotencyInProgress)?;
-        self.db
-            .write(async |tx| self.create_keyed(tx, &new, keyed).await)
-            .await
-    }
-
-    /// Counts and inserts: one statement on PostgreSQL, two on SQLite.
-    async fn insert(&self, tx: &mut Tx<'_>, new: &sql::NewRow) -> Result<task::Model, StoreError> {
-        let inserted = match self.dialect() {
-            Dialect::Postgres => {
-                one_row(tx.run_and_commit(&[sql::create_in_one(new, None)]).await?)
-            }
-            Dialect::Sqlite => {
-                let [count, insert] = sql::create_in_two(new);
-                match one_row(tx.run(&[count]).await?) {
-                    Some(_) => one_row(tx.run(&[insert]).await?),
-                    None => None,
+        let _claim = match keyed {
+            Some(k) => Some(
+                self.in_flight_keys
+                    .claim(&self.owner, &k.key)
+                    .ok_or(StoreError::IdempotencyInProgress)?,
+            ),
+            None => None,
+        };
+        let key = keyed.map(|k| sql::Key {
+            key: k.key.as_str(),
+            fingerprint: k.fingerprint.as_str(),
+            expiry: idempotency::expiry(new.now),
+            lock: idempotency::lock_key(&self.owner, &k.key),
+        });
+        let stmts = sql::create(self.dialect(), &new, key.as_ref());
+        let mut results = self.db.write(&stmts).await?.into_iter();
+        if let Some(keyed) = keyed {
+            if self.dialect() == Dialect::Postgres {
+                let held = results.next().and_then(first).map(|row| row.get::<bool>(0));
+                if !held.transpose()?.unwrap_or(false) {
+                    return Err(StoreError::IdempotencyInProgress);
                 }
             }
-        };
-        match inserted {
-            Some(row) => Ok(task(&row)?),
+            if let Some(prior) = results.next().and_then(first) {
+                return replay(&prior, keyed, &new);
+            }
+        }
+        // SQLite: the count's rows, then the task's.
+        if self.dialect() == Dialect::Sqlite {
+            results.next();
+        }
+        match results.next().and_then(first) {
+            Some(row) => Ok(Created::New(task(&row)?)),
             None => Err(StoreError::TaskLimitReached {
                 limit: self.max_tasks,
             }),
         }
-    }
-
-    /// A keyed create. PostgreSQL, first round trip: the key's lock (another
-    /// instance running the same key holds it), the key's earlier response,
-    /// and the create if there is none; second: the response, and COMMIT.
-    async fn create_keyed(
-        &self,
-        tx: &mut Tx<'_>,
-        new: &sql::NewRow,
-        keyed: &KeyedRequest,
-    ) -> Result<Created, StoreError> {
-        let key = keyed.key.as_str();
-        let expiry = idempotency::expiry(new.now);
-        let prior = sql::prior_key(self.dialect(), &self.owner, key, expiry);
-        let created = match self.dialect() {
-            Dialect::Postgres => {
-                let lock = idempotency::lock_key(&self.owner, &keyed.key);
-                let only_if_new = (
-                    "pg_try_advisory_xact_lock($7) AND NOT EXISTS (SELECT 1 FROM idempotency_keys \
-                     WHERE user_id = $1 AND key = $8 AND created_at > $9)",
-                    vec![lock.into(), key.into(), expiry.into()],
-                );
-                let mut results = tx
-                    .run(&[
-                        Dialect::Postgres
-                            .raw("SELECT pg_try_advisory_xact_lock($1)", [lock.into()]),
-                        prior,
-                        sql::create_in_one(new, Some(only_if_new)),
-                    ])
-                    .await?
-                    .into_iter();
-                let held = results.next().and_then(first);
-                if !held
-                    .map(|row| row.get::<bool>(0))
-                    .transpose()?
-                    .unwrap_or(false)
-                {
-                    return Err(StoreError::IdempotencyInProgress);
-                }
-                if let Some(row) = results.next().and_then(first) {
-                    return replay(&row, &keyed.fingerprint);
-                }
-                match results.next().and_then(first) {
-                    Some(row) => task(&row)?,
-                    None => {
-                        return Err(StoreError::TaskLimitReached {
-                            limit: self.max_tasks,
-                        });
-                    }
-                }
-            }
-            Dialect::Sqlite => {
-                if let Some(row) = one_row(tx.run(&[prior]).await?) {
-                    return replay(&row, &keyed.fingerprint);
-                }
-                self.insert(tx, new).await?
-            }
-        };
-        let body = String::from_utf8(TaskOut::from(created.clone()).to_json())
-            .map_err(|e| DbError::bug(e.to_string()))?;
-        tx.run_and_commit(&[sql::remember(
-            self.dialect(),
-            sql::Remembered {
-                user: &self.owner,
-                key,
-                fingerprint: keyed.fingerprint.as_str(),
-                body,
-                location: location(created.id),
-                task_id: created.id,
-                now: new.now,
-            },
-        )])
-        .await?;
-        Ok(Created::New(created))
     }
 
     /// Applies the given fields in one `UPDATE ... RETURNING`.
@@ -272,7 +189,7 @@ impl UserTasks {
             description: changes.description,
             completed: changes.completed,
         };
-        let stmt = sql::update(self.dialect(), &self.owner, id, changes, now());
+        let stmt = sql::update(self.dialect(), &self.owner, id, changes, sql::now());
         self.write_one(stmt).await
     }
 
@@ -283,69 +200,67 @@ impl UserTasks {
         id: i64,
         completed: Option<bool>,
     ) -> Result<Option<task::Model>, StoreError> {
-        let stmt = sql::set_completed(self.dialect(), &self.owner, id, completed, now());
+        let stmt = sql::set_completed(self.dialect(), &self.owner, id, completed, sql::now());
         self.write_one(stmt).await
     }
 
     /// True when a task was deleted (and taken off the user's count).
     pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        self.db
-            .write(async |tx| {
-                Ok(match self.dialect() {
-                    Dialect::Postgres => one_row(
-                        tx.run_and_commit(&[sql::delete_in_one(&self.owner, id)])
-                            .await?,
-                    )
-                    .is_some(),
-                    Dialect::Sqlite => {
-                        let [delete, uncount] = sql::delete_in_two(&self.owner, id);
-                        let deleted = one_row(tx.run(&[delete]).await?).is_some();
-                        if deleted {
-                            tx.run(&[uncount]).await?;
-                        }
-                        deleted
-                    }
-                })
-            })
-            .await
+        let stmts = sql::delete(self.dialect(), &self.owner, id);
+        Ok(one_row(self.db.write(&stmts).await?).is_some())
     }
 
     async fn write_one(&self, stmt: crate::db::Stmt) -> Result<Option<task::Model>, StoreError> {
-        self.db
-            .write(async |tx| {
-                let row = one_row(tx.run_and_commit(std::slice::from_ref(&stmt)).await?);
-                Ok(row.as_ref().map(task).transpose()?)
-            })
-            .await
+        let row = one_row(self.db.write(&[stmt]).await?);
+        Ok(row.as_ref().map(task).transpose()?)
     }
 }
 
 /// The replay of an earlier create with the same key, unless the body
-/// differs or the task it created is gone.
-fn replay(row: &Row, fingerprint: &idempotency::Fingerprint) -> Result<Created, StoreError> {
-    if row.get::<String>(0)? != fingerprint.as_str() {
+/// differs or the task it created is gone. Its body is the one stored (by
+/// an earlier release), or rebuilt: this request is the first one (same
+/// fingerprint), the rest is the key's.
+fn replay(prior: &Row, keyed: &KeyedRequest, new: &sql::NewRow) -> Result<Created, StoreError> {
+    if prior.get::<String>(0)? != keyed.fingerprint.as_str() {
         return Err(StoreError::IdempotencyMismatch);
     }
-    let task_id: Option<i64> = row.get(4)?;
-    if task_id.is_some() && !row.get::<bool>(5)? {
+    let task_id: Option<i64> = prior.get(4)?;
+    if task_id.is_some() && !prior.get::<bool>(5)? {
         // A 201 for a task that no longer exists would send the client to a
         // 404; it is not created again either.
         return Err(StoreError::IdempotentTaskDeleted);
     }
+    let body = match (prior.get::<Option<String>>(2)?, task_id) {
+        (Some(body), _) => body,
+        (None, Some(id)) => {
+            let created_at = prior.get(6)?;
+            let first = TaskOut {
+                id,
+                user_id: new.user.clone(),
+                title: new.title.clone(),
+                description: new.description.clone(),
+                completed: new.completed,
+                created_at,
+                updated_at: created_at,
+            };
+            String::from_utf8(first.to_json()).map_err(|e| DbError::bug(e.to_string()))?
+        }
+        (None, None) => return Err(DbError::bug("a key without its response").into()),
+    };
     Ok(Created::Replayed(StoredResponse {
-        status: u16::try_from(row.get::<i16>(1)?).unwrap_or(201),
-        body: row.get(2)?,
-        location: row.get(3)?,
+        status: u16::try_from(prior.get::<i16>(1)?).unwrap_or(201),
+        body,
+        location: prior.get(3)?,
         task_id,
     }))
 }
 
 /// The first row of the first statement's rows.
-fn one_row(results: Vec<crate::db::Rows>) -> Option<Row> {
+fn one_row(results: Vec<Rows>) -> Option<Row> {
     results.into_iter().next().and_then(first)
 }
 
-fn first(rows: crate::db::Rows) -> Option<Row> {
+fn first(rows: Rows) -> Option<Row> {
     rows.into_iter().next()
 }
 
@@ -369,8 +284,7 @@ pub fn location(id: i64) -> String {
 
 /// Deletes idempotency keys past their retention period; how many.
 pub async fn purge_expired_keys(db: &Db) -> Result<usize, DbError> {
-    let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(now()));
-    db.write(async |tx| tx.run_and_commit(std::slice::from_ref(&stmt)).await)
-        .await
-        .map(|results| results.into_iter().map(|rows| rows.len()).sum())
+    let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(sql::now()));
+    let results = db.write(&[stmt]).await?;
+    Ok(results.into_iter().map(|rows| rows.len()).sum())
 }

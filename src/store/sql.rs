@@ -1,9 +1,14 @@
-//! The statements of the store. Writes are SQL both databases run as they
-//! are (PostgreSQL's `$n` placeholders become SQLite's `?n`); the listing,
-//! whose filters and order vary, is built with SeaORM.
+//! The statements of the store. Writes are SQL both databases run (with
+//! PostgreSQL's `$n` placeholders as SQLite's `?n`); the listing, whose
+//! filters and order vary, is built with SeaORM.
 //!
-//! Every statement carries `user_id = $1`, the verified caller.
+//! Every statement carries `user_id = $1`, the verified caller. A write is
+//! a list of statements run in order in one transaction, each deciding
+//! from the database alone: on PostgreSQL one statement with `WITH`; on
+//! SQLite (no `INSERT` in `WITH`) several, a later one asking `changes()`
+//! (rows the one before it changed) and `last_insert_rowid()`.
 
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order, Query, SubQueryStatement, Value};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
@@ -13,13 +18,62 @@ use crate::db::{Dialect, Stmt};
 use crate::models::list::{CompletedFilter, ListQuery, SortField, SortOrder};
 use crate::models::task::{Column, Entity as Tasks};
 
-/// A task's columns, in the order `rows::task` reads them.
+/// A task's columns, in the order `task()` of the store reads them.
 const TASK: &str = "id, user_id, title, description, completed, created_at, updated_at";
 
+/// The instant rows store: microseconds, what PostgreSQL keeps, so the
+/// instant a write returns is the one every later read returns.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A create: $1 user, $2 the task limit, $3 title, $4 description,
+/// $5 completed, $6 now; with a key, $7 the key, $8 its fingerprint,
+/// $9 the expiry of keys and (PostgreSQL) $10 the key's lock.
+pub struct NewRow {
+    pub user: String,
+    pub max_tasks: i64,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// An `Idempotency-Key` of a create.
+pub struct Key<'a> {
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub expiry: DateTime<Utc>,
+    pub lock: i64,
+}
+
+impl NewRow {
+    fn values(&self, key: Option<&Key>) -> Vec<Value> {
+        let mut values: Vec<Value> = vec![
+            self.user.clone().into(),
+            self.max_tasks.into(),
+            self.title.clone().into(),
+            self.description.clone().into(),
+            self.completed.into(),
+            self.now.into(),
+        ];
+        if let Some(k) = key {
+            values.extend([
+                k.key.into(),
+                k.fingerprint.into(),
+                k.expiry.into(),
+                k.lock.into(),
+            ]);
+        }
+        values
+    }
+}
+
 /// The rule of `MAX_TASKS_PER_USER`, written once: counts a create in the
-/// user's list unless it is full ($2), under the list row's lock (a
-/// concurrent create of the same user waits, then sees this one's count).
-/// It returns a row only when the create may go ahead.
+/// user's list unless it is full, under the list row's lock (a concurrent
+/// create of the same user waits, then sees this one's count). A row, or
+/// (SQLite) a change, only when the create may go ahead.
 fn count_in(condition: &str) -> String {
     format!(
         "INSERT INTO task_lists (user_id, task_count) SELECT $1, 1 WHERE {condition} \
@@ -28,63 +82,91 @@ fn count_in(condition: &str) -> String {
     )
 }
 
-/// The new task's values: $1 user, $3 title, $4 description, $5 completed, $6 now.
 const NEW_TASK: &str =
     "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)";
 
-/// The parameters of a create, in the order of the statements above.
-pub struct NewRow {
-    pub user: String,
-    pub max_tasks: i64,
-    pub title: String,
-    pub description: Option<String>,
-    pub completed: bool,
-    pub now: chrono::DateTime<chrono::Utc>,
+/// A key's first response: its task (the body is rebuilt from the
+/// request, whose fingerprint is the key's), replacing an expired one.
+fn remember(task_id: &str) -> String {
+    format!(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, location, task_id, created_at) \
+         SELECT $1, $7, $8, 201, NULL, '/api/tasks/' || {task_id}, {task_id}, $6 {{from}} \
+         ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         status = excluded.status, body = NULL, location = excluded.location, \
+         task_id = excluded.task_id, created_at = excluded.created_at"
+    )
 }
 
-impl NewRow {
-    fn values(&self) -> Vec<Value> {
-        vec![
-            self.user.clone().into(),
-            self.max_tasks.into(),
-            self.title.clone().into(),
-            self.description.clone().into(),
-            self.completed.into(),
-            self.now.into(),
-        ]
+/// The caller's key unless expired, with whether its task still exists.
+const PRIOR_KEY: &str = "SELECT k.fingerprint, k.status, k.body, k.location, k.task_id, \
+     EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = k.user_id AND t.id = k.task_id), k.created_at \
+     FROM idempotency_keys k WHERE k.user_id = $1 AND k.key = $7 AND k.created_at > $9";
+
+/// No live key of the caller's: the create goes ahead.
+const NO_PRIOR_KEY: &str = "NOT EXISTS (SELECT 1 FROM idempotency_keys \
+     WHERE user_id = $1 AND key = $7 AND created_at > $9)";
+
+/// A create. Its statements' rows: PostgreSQL, without a key the task (none
+/// at the limit); with one, whether the key's lock was free (another
+/// instance running the same key holds it), the earlier response of the
+/// key, and the task. SQLite: the earlier response (with a key), the count,
+/// the task, (with a key) its response remembered.
+pub fn create(dialect: Dialect, new: &NewRow, key: Option<&Key>) -> Vec<Stmt> {
+    let values = new.values(key);
+    match dialect {
+        Dialect::Postgres => {
+            let condition = match key {
+                None => "true".to_owned(),
+                Some(_) => format!("pg_try_advisory_xact_lock($10) AND {NO_PRIOR_KEY}"),
+            };
+            let remember = match key {
+                None => String::new(),
+                Some(_) => format!(
+                    ", remembered AS ({})",
+                    remember("id").replace("{from}", "FROM inserted")
+                ),
+            };
+            let create = format!(
+                "WITH counted AS ({}), inserted AS ({NEW_TASK} SELECT $1, $3, $4, $5, $6, $6 FROM counted \
+                 RETURNING {TASK}){remember} SELECT {TASK} FROM inserted",
+                count_in(&condition)
+            );
+            let mut stmts = Vec::new();
+            if key.is_some() {
+                stmts.push(portable(
+                    dialect,
+                    "SELECT pg_try_advisory_xact_lock($10)",
+                    &values,
+                ));
+                stmts.push(portable(dialect, PRIOR_KEY, &values));
+            }
+            stmts.push(portable(dialect, &create, &values));
+            stmts
+        }
+        Dialect::Sqlite => {
+            let condition = if key.is_some() { NO_PRIOR_KEY } else { "true" };
+            let mut stmts = Vec::new();
+            if key.is_some() {
+                stmts.push(portable(dialect, PRIOR_KEY, &values));
+            }
+            stmts.push(portable(dialect, &count_in(condition), &values));
+            let insert = format!(
+                "{NEW_TASK} SELECT $1, $3, $4, $5, $6, $6 WHERE changes() > 0 RETURNING {TASK}"
+            );
+            stmts.push(portable(dialect, &insert, &values));
+            if key.is_some() {
+                let remember =
+                    remember("last_insert_rowid()").replace("{from}", "WHERE changes() > 0");
+                stmts.push(portable(dialect, &remember, &values));
+            }
+            stmts
+        }
     }
 }
 
-/// A create in one statement (PostgreSQL): the count, then the insert of
-/// the row it let through. `extra` adds a condition on the count and its
-/// parameters ($7, ...).
-pub fn create_in_one(new: &NewRow, extra: Option<(&str, Vec<Value>)>) -> Stmt {
-    let (condition, more) = extra.unwrap_or(("true", Vec::new()));
-    let sql = format!(
-        "WITH counted AS ({}) {NEW_TASK} SELECT $1, $3, $4, $5, $6, $6 FROM counted RETURNING {TASK}",
-        count_in(condition)
-    );
-    Dialect::Postgres.raw(&sql, new.values().into_iter().chain(more))
-}
-
-/// A create in two statements (SQLite, which has no `INSERT` in `WITH`):
-/// the count, and the insert to run when the count returned a row.
-pub fn create_in_two(new: &NewRow) -> [Stmt; 2] {
-    [
-        sqlite(&count_in("true"), new.values().into_iter().take(2)),
-        sqlite(
-            &format!("{NEW_TASK} VALUES ($1, $3, $4, $5, $6, $6) RETURNING {TASK}"),
-            new.values(),
-        ),
-    ]
-}
-
 pub fn get(dialect: Dialect, user: &str, id: i64) -> Stmt {
-    portable(
-        dialect,
-        &format!("SELECT {TASK} FROM tasks WHERE user_id = $1 AND id = $2"),
-        [user.into(), id.into()],
-    )
+    let sql = format!("SELECT {TASK} FROM tasks WHERE user_id = $1 AND id = $2");
+    portable(dialect, &sql, &[user.into(), id.into()])
 }
 
 /// Sets `completed` ($4), or flips it when `None`: one statement, so
@@ -94,19 +176,18 @@ pub fn set_completed(
     user: &str,
     id: i64,
     completed: Option<bool>,
-    now: chrono::DateTime<chrono::Utc>,
+    now: DateTime<Utc>,
 ) -> Stmt {
-    let (set, value) = match completed {
-        Some(v) => ("$4", Some(v)),
-        None => ("NOT completed", None),
+    let set = if completed.is_some() {
+        "$4"
+    } else {
+        "NOT completed"
     };
     let sql = format!(
         "UPDATE tasks SET completed = {set}, updated_at = $3 WHERE user_id = $1 AND id = $2 RETURNING {TASK}"
     );
-    let values = [user.into(), id.into(), now.into()]
-        .into_iter()
-        .chain(value.map(Value::from));
-    portable(dialect, &sql, values)
+    let values = [user.into(), id.into(), now.into(), completed.into()];
+    portable(dialect, &sql, &values)
 }
 
 /// The fields of an update, as given (absent ones keep their value).
@@ -116,13 +197,7 @@ pub struct Changes {
     pub completed: Option<bool>,
 }
 
-pub fn update(
-    dialect: Dialect,
-    user: &str,
-    id: i64,
-    changes: Changes,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Stmt {
+pub fn update(dialect: Dialect, user: &str, id: i64, changes: Changes, now: DateTime<Utc>) -> Stmt {
     let mut update = Tasks::update_many().col_expr(Column::UpdatedAt, Expr::value(now));
     if let Some(title) = changes.title {
         update = update.col_expr(Column::Title, Expr::value(title));
@@ -149,86 +224,36 @@ pub fn update(
     dialect.render(&update)
 }
 
-/// A delete and the count it takes off, in one statement (PostgreSQL).
-pub fn delete_in_one(user: &str, id: i64) -> Stmt {
-    Dialect::Postgres.raw(
-        "WITH gone AS (DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING user_id) \
-         UPDATE task_lists SET task_count = task_count - 1 FROM gone \
-         WHERE task_lists.user_id = gone.user_id RETURNING task_lists.user_id",
-        [user.into(), id.into()],
-    )
-}
-
-/// A delete in two statements (SQLite): the delete, and the count to take
-/// off when it deleted a row.
-pub fn delete_in_two(user: &str, id: i64) -> [Stmt; 2] {
-    [
-        sqlite(
-            "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING id",
-            [user.into(), id.into()],
-        ),
-        sqlite(
-            "UPDATE task_lists SET task_count = task_count - 1 WHERE user_id = $1",
-            [user.into()],
-        ),
-    ]
-}
-
-/// The caller's key, unless older than `expiry` ($3), and whether the task
-/// it created still exists.
-pub fn prior_key(
-    dialect: Dialect,
-    user: &str,
-    key: &str,
-    expiry: chrono::DateTime<chrono::Utc>,
-) -> Stmt {
-    portable(
-        dialect,
-        "SELECT k.fingerprint, k.status, k.body, k.location, k.task_id, \
-         EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = k.user_id AND t.id = k.task_id) \
-         FROM idempotency_keys k WHERE k.user_id = $1 AND k.key = $2 AND k.created_at > $3",
-        [user.into(), key.into(), expiry.into()],
-    )
-}
-
-/// The first response to a key, replacing an expired row of the same key.
-pub struct Remembered<'a> {
-    pub user: &'a str,
-    pub key: &'a str,
-    pub fingerprint: &'a str,
-    pub body: String,
-    pub location: String,
-    pub task_id: i64,
-    pub now: chrono::DateTime<chrono::Utc>,
-}
-
-pub fn remember(dialect: Dialect, r: Remembered<'_>) -> Stmt {
-    portable(
-        dialect,
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, location, task_id, created_at) \
-         VALUES ($1, $2, $3, 201, $4, $5, $6, $7) \
-         ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-         status = excluded.status, body = excluded.body, location = excluded.location, \
-         task_id = excluded.task_id, created_at = excluded.created_at",
-        [
-            r.user.into(),
-            r.key.into(),
-            r.fingerprint.into(),
-            r.body.into(),
-            r.location.into(),
-            r.task_id.into(),
-            r.now.into(),
+/// A delete, and the count it takes off: a row when a task was deleted.
+pub fn delete(dialect: Dialect, user: &str, id: i64) -> Vec<Stmt> {
+    let values = [user.into(), id.into()];
+    match dialect {
+        Dialect::Postgres => vec![portable(
+            dialect,
+            "WITH gone AS (DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING user_id) \
+             UPDATE task_lists SET task_count = task_count - 1 FROM gone \
+             WHERE task_lists.user_id = gone.user_id RETURNING task_lists.user_id",
+            &values,
+        )],
+        Dialect::Sqlite => vec![
+            portable(
+                dialect,
+                "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING id",
+                &values,
+            ),
+            portable(
+                dialect,
+                "UPDATE task_lists SET task_count = task_count - changes() WHERE user_id = $1",
+                &values,
+            ),
         ],
-    )
+    }
 }
 
 /// Keys past their retention period, every user's (the purge).
-pub fn purge_keys(dialect: Dialect, expiry: chrono::DateTime<chrono::Utc>) -> Stmt {
-    portable(
-        dialect,
-        "DELETE FROM idempotency_keys WHERE created_at <= $1 RETURNING 1",
-        [expiry.into()],
-    )
+pub fn purge_keys(dialect: Dialect, expiry: DateTime<Utc>) -> Stmt {
+    let sql = "DELETE FROM idempotency_keys WHERE created_at <= $1 RETURNING 1";
+    portable(dialect, sql, &[expiry.into()])
 }
 
 /// The caller's tasks that `query` filters in; `None` when nothing can match.
@@ -319,15 +344,22 @@ fn count(select: &Select<Tasks>) -> SubQueryStatement {
     )
 }
 
-/// Portable SQL with `$n` placeholders, for `dialect`.
-fn portable(dialect: Dialect, sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
+/// SQL with `$n` placeholders, for `dialect` (SQLite numbers them `?n`),
+/// with the values up to the highest it names: SQLite refuses more values
+/// than a statement has parameters.
+fn portable(dialect: Dialect, sql: &str, values: &[Value]) -> Stmt {
+    let highest = sql
+        .split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let values = values[..highest.min(values.len())].iter().cloned();
     match dialect {
         Dialect::Postgres => dialect.raw(sql, values),
-        Dialect::Sqlite => sqlite(sql, values),
+        Dialect::Sqlite => dialect.raw(&sql.replace('$', "?"), values),
     }
-}
-
-/// SQLite numbers its parameters `?1`, `?2`, ... where PostgreSQL writes `$1`.
-fn sqlite(sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
-    Dialect::Sqlite.raw(&sql.replace('$', "?"), values)
 }

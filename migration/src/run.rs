@@ -1,26 +1,27 @@
-//! Migrations (sea-orm-migration, over sqlx), safe when several instances
-//! start at once, directly or through a transaction-mode pooler.
+//! Applying the migrations, safely when several instances start at once,
+//! directly or through a transaction-mode pooler.
 
 use std::time::Duration;
 
-use migration::{Migrator, MigratorTrait};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, RuntimeErr, TransactionTrait, sqlx,
+use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::sea_orm::{
+    self, ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, RuntimeErr,
+    TransactionTrait, sqlx,
 };
 
-use super::errors::sqlite_primary_code;
-use crate::config::{DatabaseSettings, PoolMode};
+use crate::Migrator;
 
 /// The advisory lock that makes instances starting at once take turns.
 const MIGRATION_LOCK_KEY: i64 = 0x746f_646f_5f6d_6967; // "todo_mig"
 
-/// Applies pending migrations over `MIGRATION_DATABASE_URL` (else the main
-/// URL). A new SQLite file another process is opening at the same moment
-/// answers BUSY at once (switching to WAL does not wait): retried ~10 s.
-pub async fn migrate(settings: &DatabaseSettings) -> Result<(), DbErr> {
+/// Applies pending migrations at `url`; `pooled`: through a
+/// transaction-mode pooler. A new SQLite file another process is opening
+/// at the same moment answers BUSY at once (switching to WAL does not
+/// wait): retried for about 10 s.
+pub async fn run(url: &str, pooled: bool) -> Result<(), DbErr> {
     let mut tries: u64 = 0;
     loop {
-        match migrate_once(settings).await {
+        match run_once(url, pooled).await {
             Err(err) if tries < 40 && sqlite_busy(&err) => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(25 * tries.min(20))).await;
@@ -30,11 +31,10 @@ pub async fn migrate(settings: &DatabaseSettings) -> Result<(), DbErr> {
     }
 }
 
-async fn migrate_once(settings: &DatabaseSettings) -> Result<(), DbErr> {
-    let mut options = ConnectOptions::new(super::tls::for_sqlx(settings.migration_url()));
+async fn run_once(url: &str, pooled: bool) -> Result<(), DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
     options.max_connections(1).sqlx_logging(false);
-    // Behind a transaction-mode pooler (no direct URL): nothing PgBouncer refuses.
-    let pooled = settings.pool_mode == PoolMode::Transaction && !settings.has_migration_url();
+    // Behind a pooler: nothing PgBouncer refuses, no statement cache.
     if pooled {
         options.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(0).extra_float_digits(None));
     }
@@ -88,16 +88,17 @@ fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
     }
 }
 
+/// SQLite's BUSY or LOCKED (the low byte of an extended result code).
 fn sqlite_busy(err: &DbErr) -> bool {
     matches!(sqlx_error(err), Some(sqlx::Error::Database(db))
         if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-            && matches!(db.code().as_deref().and_then(sqlite_primary_code), Some(5 | 6)))
+            && matches!(db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff), Some(5 | 6)))
 }
 
 /// A migration's error in words: the database's message, hint and code
 /// (not sqlx's " at line N" of PostgreSQL's C source, nor SeaORM's prefix),
 /// and for a missing privilege what to do about it.
-pub fn describe_migration_error(err: &DbErr) -> String {
+pub fn describe(err: &DbErr) -> String {
     let Some(sqlx::Error::Database(db)) = sqlx_error(err) else {
         return err.to_string();
     };
