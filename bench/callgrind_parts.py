@@ -13,9 +13,9 @@ out=subprocess.run(['callgrind_annotate','--inclusive=no','--threshold=100',f],c
 rules=[
  ('memcpy/memmove/memset (libc, all parts)', r'memmove|memcpy|memset|memcmp|strlen'),
  ('allocator (mimalloc after, glibc before)', r'\b_?mi_|mimalloc|malloc\.c|arena\.c|__rdl_alloc|__rust_alloc|__rust_dealloc'),
- ('JSON body (our writer after, serde_json before)', r'todo_api::models::output|itoa|ryu|serde_json|serde_core::ser'),
+ ('JSON body (serde_json)', r'todo_api::models::output|itoa|ryu|serde_json|serde_core::ser'),
  ('token (SHA-256 digest, cache, claims)', r'sha2|todo_api::auth|jsonwebtoken|ed25519|curve25519|base64|moka|quick_cache'),
- ('SQL build + sqlx protocol + decoding', r'sqlx|sea_orm|sea_query|todo_api::store|todo_api::db|chrono|from_utf8|time::'),
+ ('SQL build + driver protocol + decoding', r'sqlx|tokio_postgres|postgres_protocol|postgres_types|deadpool|sea_orm|sea_query|todo_api::store|todo_api::db|chrono|from_utf8|time::'),
  ('logging (tracing, our log line)', r'tracing|todo_api::http::log|log_line|fmt::write|core::fmt'),
  ('HTTP (hyper, axum, tower, our layers)', r'hyper|axum|tower|http::|httparse|todo_api::http|todo_api::routes|todo_api::limits|h1|bytes::|matchit|percent_encoding|form_urlencoded|serde_urlencoded|cors'),
  ('async runtime (tokio, futures)', r'tokio|futures|async_stream|mio|parking_lot|std::sync|core::task'),

@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { cpuSeconds, cpuSplit, clusterCpuSeconds, childrenOf, machineCpu, memoryKiB, resetPeakRss, cpuModel, CLK_TCK } from './lib/proc.mjs';
 import { startPrivateCluster, useSharedServer, createDatabase, dropDatabase, psql } from './lib/pg.mjs';
 import { startPgTap, describeEvents, summarise } from './lib/pgtrace.mjs';
+import { startDelayProxy } from './lib/delay.mjs';
 import { mintHs256, mintEdDsa, ed25519Keys, startJwksServer } from './lib/tokens.mjs';
 import { buildRelease, freePort, serverBinary as libServerBinary } from './lib/build.mjs';
 
@@ -26,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
-  'startup', 'sql-trace', 'health', 'pg-list', 'pg-mix', 'pg-mix-eddsa',
+  'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-eddsa',
   'pgbench-list', 'pgbench-mix', 'pg-list-1000', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
@@ -67,6 +68,8 @@ Options (defaults in brackets):
   --no-build           do not run 'cargo build --release' first
   --status-detail      count wrk responses by status (costs wrk CPU)
   --callgrind-requests N  requests per kind in the callgrind scenario [300]
+  --net-delay MS       pg-network: delay added to each direction between the
+                       server and PostgreSQL [2]
   --out DIR            where JSON results go [bench/results]
   --keep               keep the temp dir (logs, data files, PG cluster data)
   -h, --help
@@ -93,6 +96,7 @@ const { values: opt } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     'status-detail': { type: 'boolean', default: false },
     'callgrind-requests': { type: 'string', default: '300' },
+    'net-delay': { type: 'string', default: '2' },
     out: { type: 'string', default: path.join(HERE, 'results') },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -195,9 +199,15 @@ function serverUnderTest(tmp) {
   return copy;
 }
 
-/** The server's environment: only what we set (no stray .env, no Neon URL from the shell). */
+/**
+ * The server's environment: only what we set (no stray .env, no Neon URL
+ * from the shell). One worker thread: on this 2-core machine the server
+ * shares the cores with PostgreSQL and the load generator, and a second
+ * worker mostly adds wake-ups (docs/performance.md); --server-env
+ * WORKER_THREADS=N overrides it.
+ */
 function serverEnv(extra) {
-  const env = { PATH: process.env.PATH, HOME: process.env.HOME, USER: os.userInfo().username, LOGNAME: os.userInfo().username, LANG: process.env.LANG || 'C.UTF-8', HOST: '127.0.0.1' };
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, USER: os.userInfo().username, LOGNAME: os.userInfo().username, LANG: process.env.LANG || 'C.UTF-8', HOST: '127.0.0.1', WORKER_THREADS: '1' };
   if (opt['db-pool']) env.DB_MAX_CONNECTIONS = opt['db-pool'];
   if (opt['rust-log']) env.RUST_LOG = opt['rust-log'];
   for (const pair of opt['server-env'] ?? []) {
@@ -275,10 +285,10 @@ function makeUsersFrom(first, count, secret, edKeys) {
   return users;
 }
 
-async function api(server, token, method, urlPath, body) {
+async function api(server, token, method, urlPath, body, headers = {}) {
   const r = await fetch(server.base + urlPath, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await r.text();
@@ -551,11 +561,14 @@ function pgbenchStatements() {
   for (const [kind, file] of Object.entries(KIND_SCRIPTS)) {
     out[kind] = fs.readFileSync(path.join(HERE, 'pgbench', file), 'utf8').split('\n')
       .filter((l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\'))
-      .map((l) => { let n = 0; return l.replace(/:[a-z_]+/g, () => `$${++n}`).replace(/;\s*$/, ''); });
+      .map((l) => { let n = 0; return l.replace(/(?<!:):[a-z_]+/g, () => `$${++n}`).replace(/;\s*$/, ''); });
   }
   return out;
 }
-const normSql = (q) => q.replace(/\s+/g, ' ').replace(/;\s*$/, '').trim();
+// Parameters compared as one: the server reuses $1 where pgbench numbers each
+// :variable anew, and pg_stat_statements shows literals (1, true) as $n too.
+const normSql = (q) => q.replace(/\s+/g, ' ').replace(/;\s*$/, '')
+  .replace(/\$\d+(::\w+)?/g, '$').replace(/(?<![\w$.])(\d+|true|false)(?![\w.])/g, '$').trim();
 
 function labelStatements(stats, requests) {
   const mine = pgbenchStatements();
@@ -573,6 +586,7 @@ function labelStatements(stats, requests) {
 
 function resetData(pg, db, lastSeededId) {
   psql(pg.url(db), `DELETE FROM tasks WHERE id > ${Number(lastSeededId)}`);
+  psql(pg.url(db), 'UPDATE task_lists SET task_count = (SELECT count(*) FROM tasks t WHERE t.user_id = task_lists.user_id)');
   psql(pg.url(db), 'VACUUM (ANALYZE) tasks');
   psql(pg.url(db), 'CHECKPOINT');
 }
@@ -595,6 +609,8 @@ async function sqlTrace({ pg, db, auth, users, tmp }) {
     ['create', 'POST', '/api/tasks', { title: 'Traced task', description: 'Created by the SQL trace' }],
     ['toggle', 'PATCH', `/api/tasks/${id}/complete`],
     ['update', 'PUT', `/api/tasks/${id}`, { title: 'Traced rename' }],
+    ['create keyed', 'POST', '/api/tasks', { title: 'Traced keyed task' }, { 'Idempotency-Key': `trace-${crypto.randomUUID()}` }],
+    ['delete', 'DELETE', null],
     ['health', 'GET', '/health'],
     ['health/ready', 'GET', '/health/ready'],
   ];
@@ -602,17 +618,74 @@ async function sqlTrace({ pg, db, auth, users, tmp }) {
   await sleep(300);
   result.connection_setup = describeEvents(tap.events.filter((e) => e.conn === tap.events[tap.events.length - 1]?.conn));
   for (const pass of ['first_use', 'steady']) {
-    for (const [kind, method, p, body] of requests) {
+    for (const [kind, method, p, body, headers] of requests) {
       const mark = tap.events.length;
-      const r = await api(server, user.hs256, method, p, body);
-      await sleep(150); // the pool's ping on release runs after the response
+      // Each pass deletes a task it created (the first create's).
+      const target = p ?? `/api/tasks/${result[pass].create?.created_id}`;
+      const r = await api(server, user.hs256, method, target, body, headers);
+      await sleep(150); // anything sent after the response shows too
       const ev = tap.events.slice(mark);
       result[pass][kind] = { status: r.status, messages: describeEvents(ev), ...summarise(ev) };
+      if (kind === 'create') result[pass][kind].created_id = r.body?.id;
     }
   }
   await server.stop();
   await tap.close();
   return result;
+}
+
+/**
+ * PostgreSQL a network away: each request kind, one at a time, against a
+ * server reaching PostgreSQL directly and one reaching it through a proxy
+ * that delays each direction by --net-delay ms. The difference, over the
+ * 2 x delay each round trip costs, is the round trips a request makes, as
+ * time a user waits.
+ */
+async function networkScenario({ pg, db, auth, users, tmp }) {
+  const delay = Number(opt['net-delay']);
+  const proxy = await startDelayProxy(pg.host, pg.port, delay);
+  cleanups.push(() => proxy.close());
+  const user = users[users.length - 2];
+  const kinds = {
+    list: () => ['GET', `/api/tasks?limit=${LIMIT}`],
+    get: () => ['GET', `/api/tasks/${user.ids[1]}`],
+    create: () => ['POST', '/api/tasks', { title: 'Network task' }],
+    'create keyed': () => ['POST', '/api/tasks', { title: 'Network keyed task' }, { 'Idempotency-Key': `net-${crypto.randomUUID()}` }],
+    toggle: () => ['PATCH', `/api/tasks/${user.ids[1]}/complete`],
+    update: () => ['PUT', `/api/tasks/${user.ids[1]}`, { title: 'Network rename' }],
+  };
+  const runs = 25;
+  const measure = async (name, port) => {
+    const server = await startServer({
+      name, databaseUrl: `postgres://postgres@127.0.0.1:${port}/${db}?sslmode=disable`, auth, tmp, env: { RUST_LOG: 'warn' },
+    });
+    const out = {};
+    for (const [kind, request] of [...Object.entries(kinds), ['delete', null]]) {
+      const times = [];
+      for (let i = 0; i < runs + 3; i++) {
+        let args;
+        if (request) args = request();
+        else {
+          const created = await api(server, user.hs256, 'POST', '/api/tasks', { title: 'To delete' });
+          args = ['DELETE', `/api/tasks/${created.body.id}`];
+        }
+        const t0 = process.hrtime.bigint();
+        const r = await api(server, user.hs256, ...args);
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (r.status >= 300) throw new Error(`pg-network ${kind}: ${r.status} ${JSON.stringify(r.body)}`);
+        if (i >= 3) times.push(ms); // the first few prepare statements on a new connection
+      }
+      times.sort((a, b) => a - b);
+      out[kind] = round(median(times), 2);
+    }
+    await server.stop();
+    return out;
+  };
+  const direct = await measure('net-direct', pg.port);
+  const delayed = await measure('net-delayed', proxy.port);
+  await proxy.close();
+  const round_trips = Object.fromEntries(Object.keys(direct).map((k) => [k, round((delayed[k] - direct[k]) / (2 * delay), 1)]));
+  return { delay_ms_each_way: delay, runs_per_kind: runs, median_ms_direct: direct, median_ms_delayed: delayed, round_trips };
 }
 
 async function profileScenario({ server, dataFile, tmp, ctx }) {
@@ -934,6 +1007,12 @@ async function main() {
       results.sql_trace = await sqlTrace({ pg, db, auth, users, tmp });
     }
 
+    if (want('pg-network')) {
+      log(`pg-network: each request kind one at a time, PostgreSQL direct and ${opt['net-delay']} ms away each way`);
+      results.network = await networkScenario({ pg, db, auth, users, tmp });
+      resetData(pg, db, lastSeeded);
+    }
+
     const ctx = { serverPid: server.pid, pgPid: pg.pid };
     const pgCtx = () => ({
       ...ctx,
@@ -1060,6 +1139,14 @@ async function main() {
     out.push('Per request, steady state (protocol tap, pool of one):');
     for (const [kind, t] of Object.entries(trace)) {
       out.push(`  ${kind.padEnd(13)} ${t.statements_executed} statement(s), ${t.round_trips} round trip(s) (${t.lone_syncs} bare Sync ping(s))`);
+    }
+  }
+  if (results.network) {
+    const n = results.network;
+    out.push('');
+    out.push(`PostgreSQL ${n.delay_ms_each_way} ms away each way, one request at a time (median ms, direct -> away; round trips = difference / ${2 * n.delay_ms_each_way} ms):`);
+    for (const kind of Object.keys(n.round_trips)) {
+      out.push(`  ${kind.padEnd(13)} ${fmt(n.median_ms_direct[kind], 2)} -> ${fmt(n.median_ms_delayed[kind], 2)} ms, ${n.round_trips[kind]} round trip(s)`);
     }
   }
   if (results.startup) {

@@ -87,7 +87,11 @@ export async function startPgTap(targetHost, targetPort) {
         buf = buf.subarray(1 + len);
       }
     });
-    upstream.on('data', (chunk) => client.write(chunk));
+    upstream.on('data', (chunk) => {
+      // Only where answers fall between the client's messages matters (the round trips).
+      if (events.length && events[events.length - 1].msg !== 'Answer') events.push({ t: Date.now(), conn, msg: 'Answer' });
+      client.write(chunk);
+    });
     const end = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
     client.on('close', end); upstream.on('close', end);
     client.on('error', end); upstream.on('error', end);
@@ -105,7 +109,7 @@ export async function startPgTap(targetHost, targetPort) {
 
 /** One line per message, for the report. */
 export function describeEvents(list) {
-  return list.map((e) => {
+  return list.filter((e) => e.msg !== 'Answer').map((e) => {
     switch (e.msg) {
       case 'Parse': return `Parse   ${e.name ? `[${e.name}] ` : ''}${e.sql}`;
       case 'Query': return `Query   ${e.sql}`;
@@ -118,15 +122,28 @@ export function describeEvents(list) {
   });
 }
 
-/** Round trips = Syncs + simple Queries (each waits for ReadyForQuery). */
+/**
+ * Round trips: the client's bursts of messages that ask for an answer (a
+ * Sync or a simple Query), each burst ended by the server's answer. A
+ * pipelined transaction (BEGIN, statements, COMMIT sent together) is one.
+ */
 export function summarise(list) {
+  const sent = list.filter((e) => e.msg !== 'Answer');
   const count = (m) => list.filter((e) => e.msg === m).length;
   const statements = list.filter((e) => e.msg === 'Execute' || e.msg === 'Query').length;
+  let roundTrips = 0;
+  let asking = false;
+  for (const e of list) {
+    if (e.msg === 'Answer') { if (asking) roundTrips++; asking = false; }
+    else if (e.msg === 'Sync' || e.msg === 'Query') asking = true;
+  }
+  if (asking) roundTrips++;
   return {
-    round_trips: count('Sync') + count('Query'),
+    round_trips: roundTrips,
+    messages_asking_for_an_answer: count('Sync') + count('Query'),
     statements_executed: statements,
     parses: count('Parse'),
-    lone_syncs: list.filter((e, i) => e.msg === 'Sync' && (i === 0 || list[i - 1].msg === 'Sync')).length,
+    lone_syncs: sent.filter((e, i) => e.msg === 'Sync' && (i === 0 || sent[i - 1].msg === 'Sync')).length,
     sql: [...new Set(list.filter((e) => e.msg === 'Parse' || e.msg === 'Query').map((e) => e.sql))],
   };
 }

@@ -1,12 +1,11 @@
--- Mirrors the statements todo-api sends for this request (bench/README.md, "SQL per request").
+-- Mirrors the statement todo-api sends for this request (bench/README.md, "SQL per request").
 -- Keep each statement on ONE line and textually identical to the server's, with
--- its $n parameters written as :variables in the same order: the bench checks the
--- texts against pg_stat_statements. Variables: -D from run.mjs (users, tasks,
--- base = first seeded task id, uid_base, limit, one, now = 'now', title, description,
--- completed, newtitle, maxtasks). Seeded task ids are contiguous per user: base + u*tasks + k.
--- One statement, one round trip: create_task (migration m20261130_000003) takes the
--- user's advisory lock, then counts the user's tasks and inserts below the limit.
--- The server's lock key is a hash of the user id; the user id itself stands in here.
+-- its $n parameters written as :variables in order (the bench compares the texts
+-- with pg_stat_statements' with every $n read as the same). Variables: -D from
+-- run.mjs (users, tasks, base = first seeded task id, uid_base, limit, one,
+-- now = 'now', title, description, completed, newtitle, maxtasks).
+-- One statement, one round trip: the user's list row counts the create (under
+-- its lock, below the limit), and the insert takes the row it let through.
 \set u random(0, :users - 1)
 \set uid :uid_base + :u
-SELECT * FROM create_task(:uid, :uid, :title, :description, :completed, :now, :maxtasks);
+WITH counted AS (INSERT INTO task_lists (user_id, task_count) SELECT :uid, 1 WHERE true ON CONFLICT (user_id) DO UPDATE SET task_count = task_lists.task_count + 1 WHERE task_lists.task_count < :maxtasks RETURNING user_id), inserted AS (INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) SELECT :uid, :title, :description, :completed::boolean, :now::timestamptz, :now::timestamptz FROM counted RETURNING id, user_id, title, description, completed, created_at, updated_at) SELECT id, user_id, title, description, completed, created_at, updated_at FROM inserted;

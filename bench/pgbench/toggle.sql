@@ -7,4 +7,4 @@
 \set u random(0, :users - 1)
 \set uid :uid_base + :u
 \set id :base + :u * :tasks + random(0, :tasks - 1)
-UPDATE "tasks" SET "completed" = NOT "completed", "updated_at" = :now WHERE "tasks"."id" = :id AND "tasks"."user_id" = :uid RETURNING "id", "user_id", "title", "description", "completed", "created_at", "updated_at";
+UPDATE tasks SET completed = NOT completed, updated_at = :now WHERE user_id = :uid AND id = :id RETURNING id, user_id, title, description, completed, created_at, updated_at;

@@ -231,6 +231,8 @@ impl Connections {
                     // for its first request; while shutting down, every
                     // response says `Connection: close`, so it ends after
                     // that one. Idle keep-alive connections close at once.
+                    // (hyper-util's GracefulShutdown watches connections the
+                    // same way but has no such grace, hence our own watch.)
                     if !served.load(Ordering::Acquire) {
                         tracing::debug!("shutting down: waiting for the first request of a new connection");
                         tokio::select! {
