@@ -52,6 +52,8 @@ impl Lite {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
+            // A local file does not drop connections: no ping before use.
+            .test_before_acquire(false)
             // Not given back as it is: a connection still inside a
             // transaction (SQLite rolls back by itself when a COMMIT fails on
             // a full disk, and sqlx still counts it open), nor any while
@@ -87,9 +89,10 @@ impl Lite {
     /// One statement alone (none: a ping), several in one transaction.
     pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
         let mut conn = self.pool.acquire().await?;
-        if stmts.len() < 2 {
-            conn.ping().await?;
-            return run(&mut conn, stmts).await;
+        match stmts.len() {
+            0 => return Ok(conn.ping().await.map(|()| Vec::new())?),
+            1 => return run(&mut conn, stmts).await,
+            _ => {}
         }
         let mut tx = conn.begin().await?;
         let results = run(&mut tx, stmts).await?;
