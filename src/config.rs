@@ -64,6 +64,13 @@ pub struct DatabaseSettings {
     /// Seconds any statement may run on PostgreSQL
     #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "10", value_parser = seconds(0.1, 3_600.0))]
     pub db_statement_timeout: Duration,
+    /// on: requests run as role todo_request under PostgreSQL's row-level security; off: the query layer alone isolates users (PostgreSQL only)
+    #[arg(long, env = "DB_ROW_LEVEL_SECURITY", default_value = "on", value_enum)]
+    pub db_row_level_security: Switch,
+    /// Tests only, in debug builds: the store's statements lose their `user_id` condition
+    #[cfg(debug_assertions)]
+    #[arg(long, env = "TEST_ONLY_WITHOUT_OWNER_FILTER", default_value = "false", hide = true, action = clap::ArgAction::Set)]
+    pub test_only_without_owner_filter: bool,
     /// The database's URL (resolved).
     #[arg(skip)]
     pub url: SecretString,
@@ -71,6 +78,14 @@ pub struct DatabaseSettings {
     pub pool_mode: PoolMode,
     #[arg(skip)]
     pub max_connections: u32,
+}
+
+/// A feature on or off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    #[default]
+    On,
+    Off,
 }
 
 /// How connections reach PostgreSQL.

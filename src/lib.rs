@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod readiness;
 pub mod routes;
+mod row_security;
 pub mod startup;
 mod state;
 pub mod store;
@@ -93,11 +94,7 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
             }
         });
     }
-    let state = AppState::new(
-        db.clone(),
-        auth::Verifier::new(&settings.auth),
-        &settings.limits,
-    );
+    let state = AppState::new(db.clone(), auth::Verifier::new(&settings.auth), settings);
     let router = http::with_layers(routes::router(state.clone()), &settings.server);
     Ok(App {
         router,

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{DatabaseSettings, PoolMode, redact_url};
-use crate::db::{Db, DbError, Dialect};
+use crate::config::{DatabaseSettings, PoolMode, Switch, redact_url};
+use crate::db::{Caller, Db, DbError, Dialect};
 use crate::tls;
 
 /// Longest single connection attempt.
@@ -23,6 +23,12 @@ pub enum StartupError {
         cause: String,
         waited: Duration,
     },
+    #[error(
+        "the database server's certificate does not verify ({url}): {cause}; give the certificate \
+         authority that signed it as a PEM file with sslrootcert=/path/to/ca.pem in the URL \
+         (sslrootcert=system: the system's roots), or a host name it is valid for"
+    )]
+    Certificate { url: String, cause: String },
     #[error("cannot migrate the database ({url}): {cause}")]
     Migration { url: String, cause: String },
     #[error(
@@ -36,6 +42,15 @@ pub enum StartupError {
         schema: String,
         missing: String,
     },
+    #[error(
+        "DB_ROW_LEVEL_SECURITY is on, but requests to {url} cannot run under row-level security: {problems}. \
+         {remedy}. Or set DB_ROW_LEVEL_SECURITY=off, and the query layer alone isolates users"
+    )]
+    RowSecurity {
+        url: String,
+        problems: String,
+        remedy: String,
+    },
 }
 
 /// Waits for the database, migrates, checks privileges, probes a write, and
@@ -44,6 +59,7 @@ pub enum StartupError {
 pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
     reach_and_migrate(settings).await?;
     check_privileges(settings, db).await?;
+    crate::row_security::check(settings, db).await?;
     if let Err(err) = db.probe_write().await {
         tracing::warn!(error = %err, "a first write could not be stored");
     }
@@ -60,15 +76,19 @@ pub async fn reach_and_migrate(settings: &DatabaseSettings) -> Result<(), Startu
     }
     // Through a transaction-mode pooler, unless migrations have a direct URL.
     let pooled = settings.pool_mode == PoolMode::Transaction && !settings.has_migration_url();
-    migration::run(&tls::for_sqlx(settings.migration_url()), pooled)
+    let failed = |cause: String| StartupError::Migration {
+        url: redact_url(settings.migration_url()),
+        cause,
+    };
+    let url = tls::for_sqlx(settings.migration_url()).map_err(failed)?;
+    migration::run(&url, pooled)
         .await
-        .map_err(|err| StartupError::Migration {
-            url: redact_url(settings.migration_url()),
-            cause: migration::describe(&err),
-        })
+        .map_err(|err| failed(migration::describe(&err)))
 }
 
-/// Stops start-up when the serving role may not use the tables.
+/// Stops start-up when the serving role may not do its work on the tables:
+/// the requests' (with row-level security off; on, they run as the request
+/// role, see `row_security`), and its own (the purge, the probe).
 ///
 /// Why: with migrations run by another role (`MIGRATION_DATABASE_URL`, the
 /// tables' owner), the serving role has no privilege on new tables unless
@@ -79,21 +99,28 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
     if db.dialect() != Dialect::Postgres {
         return Ok(());
     }
-    // Each table with what requests do to it (an upsert needs SELECT too).
-    const SQL: &str = "\
-        SELECT current_user::text, current_schema()::text, \
-               string_agg(t.name || ' (' || p.missing || ')', ', ' ORDER BY t.name) \
-        FROM (VALUES ('tasks', 'SELECT,INSERT,UPDATE,DELETE'), \
-                     ('task_lists', 'SELECT,INSERT,UPDATE,DELETE'), \
-                     ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), \
-                     ('service_probe', 'SELECT,INSERT,UPDATE')) AS t(name, privileges) \
-        CROSS JOIN LATERAL ( \
-            SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
-            FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
-            WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
-        WHERE p.missing IS NOT NULL";
+    // Each table with what is done to it (an upsert needs SELECT too).
+    let needed = match settings.db_row_level_security {
+        Switch::Off => {
+            "('tasks', 'SELECT,INSERT,UPDATE,DELETE'), ('task_lists', 'SELECT,INSERT,UPDATE,DELETE'), \
+             ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), ('service_probe', 'SELECT,INSERT,UPDATE')"
+        }
+        Switch::On => {
+            "('idempotency_keys', 'SELECT,DELETE'), ('service_probe', 'SELECT,INSERT,UPDATE')"
+        }
+    };
+    let sql = format!(
+        "SELECT current_user::text, current_schema()::text, \
+                string_agg(t.name || ' (' || p.missing || ')', ', ' ORDER BY t.name) \
+         FROM (VALUES {needed}) AS t(name, privileges) \
+         CROSS JOIN LATERAL ( \
+             SELECT string_agg(q.privilege, ', ' ORDER BY q.n) AS missing \
+             FROM unnest(string_to_array(t.privileges, ',')) WITH ORDINALITY AS q(privilege, n) \
+             WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
+         WHERE p.missing IS NOT NULL"
+    );
     let found = db
-        .read(&[db.dialect().raw(SQL, [])])
+        .read(Caller::Service, &[db.dialect().raw(&sql, [])])
         .await
         .and_then(|mut results| {
             let row = results.pop().and_then(|mut rows| rows.pop());
@@ -134,7 +161,13 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
         );
         let cause = match tokio::time::timeout(limit, connect_once(url)).await {
             Ok(Ok(())) => return Ok(()),
-            Ok(Err(cause)) => cause,
+            Ok(Err(ConnectError::Certificate(cause))) => {
+                return Err(StartupError::Certificate {
+                    url: redact_url(url),
+                    cause,
+                });
+            }
+            Ok(Err(ConnectError::Other(cause))) => cause,
             Err(_) => format!("no answer within {:.1} s", limit.as_secs_f64()),
         };
         let waited = started.elapsed();
@@ -153,9 +186,22 @@ async fn wait_until_reachable(settings: &DatabaseSettings, url: &str) -> Result<
     }
 }
 
+/// Why a connection attempt failed.
+enum ConnectError {
+    /// The server's certificate does not verify: retrying will not help.
+    Certificate(String),
+    Other(String),
+}
+
+impl From<String> for ConnectError {
+    fn from(cause: String) -> Self {
+        ConnectError::Other(cause)
+    }
+}
+
 /// One connection as the pool would make it; the cause of a failure in
 /// words an operator searches for. SQLite: the file opens.
-async fn connect_once(url: &str) -> Result<(), String> {
+async fn connect_once(url: &str) -> Result<(), ConnectError> {
     use sea_orm::sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
     if url.starts_with("sqlite:") {
         let options = <SqliteConnectOptions as std::str::FromStr>::from_str(url)
@@ -164,7 +210,7 @@ async fn connect_once(url: &str) -> Result<(), String> {
             .connect()
             .await
             .map_err(|e| format!("cannot open: {e}"))?;
-        return conn.close().await.map_err(|e| e.to_string());
+        return Ok(conn.close().await.map_err(|e| e.to_string())?);
     }
     let target = tls::target(url)?;
     let err = match target.config.connect(target.tls).await {
@@ -175,6 +221,9 @@ async fn connect_once(url: &str) -> Result<(), String> {
         }
         Err(err) => err,
     };
+    if let Some(why) = tls::certificate_failure(&err) {
+        return Err(ConnectError::Certificate(format!("{why} ({err})")));
+    }
     let source = std::error::Error::source(&err);
     let refused = source
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -192,5 +241,8 @@ async fn connect_once(url: &str) -> Result<(), String> {
         None if text.starts_with("authentication") => "authentication failed",
         None => "connection failed",
     };
-    Err(format!("{kind}: {}", DbError::from(err)))
+    Err(ConnectError::Other(format!(
+        "{kind}: {}",
+        DbError::from(err)
+    )))
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::{Identity, Verifier};
+use crate::config::Settings;
 use crate::db::{Db, DbError};
 use crate::idempotency::InFlight;
 use crate::limits::UserLimits;
@@ -18,15 +19,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: Db, verifier: Verifier, limits: &crate::config::Limits) -> Self {
+    pub fn new(db: Db, verifier: Verifier, settings: &Settings) -> Self {
         AppState {
             store: StoreConfig {
                 db,
-                max_tasks: limits.max_tasks_per_user,
+                max_tasks: settings.limits.max_tasks_per_user,
                 in_flight_keys: Arc::new(InFlight::default()),
+                #[cfg(debug_assertions)]
+                without_owner_filter: settings.database.test_only_without_owner_filter,
             },
             verifier: Arc::new(verifier),
-            limits: UserLimits::new(limits),
+            limits: UserLimits::new(&settings.limits),
         }
     }
 

@@ -1,6 +1,13 @@
 //! TLS to PostgreSQL as libpq reads a URL's `sslmode`, `sslrootcert` and
 //! `channel_binding`. tokio-postgres knows only disable/prefer/require and
 //! refuses the rest, so they are read here and taken out of the URL.
+//!
+//! `channel_binding=require` (Neon's URLs): request connections
+//! (tokio-postgres) authenticate with SCRAM-SHA-256-PLUS, which binds the
+//! password exchange to this TLS connection's server certificate, so a man
+//! in the middle cannot complete it. The migrations' driver (sqlx) has no
+//! channel binding, so every connection also verifies the server's
+//! certificate and host name (`verify-full`): one rule for all of them.
 
 use std::sync::Arc;
 
@@ -21,7 +28,9 @@ use url::Url;
 pub enum Protection {
     /// No TLS (`sslmode=disable`).
     Plain,
-    /// TLS that does not authenticate the server (`sslmode=prefer`/`require`).
+    /// TLS if the server offers it, the server not authenticated (`prefer`, `allow`).
+    Opportunistic,
+    /// TLS that does not authenticate the server (`sslmode=require`).
     Encrypted,
     /// The server's certificate verified (`verify-ca`), and its host name (`verify-full`).
     Verified { host_name: bool },
@@ -32,11 +41,51 @@ pub struct Target {
     pub config: tokio_postgres::Config,
     pub tls: MakeRustlsConnect,
     pub protection: Protection,
+    /// SCRAM-SHA-256-PLUS required (`channel_binding=require`).
+    pub channel_binding: bool,
 }
 
-/// Reads `url` (a `postgres://` URL).
-pub fn target(url: &str) -> Result<Target, String> {
-    let mut parsed = Url::parse(url).map_err(|e| format!("invalid database URL: {e}"))?;
+impl Target {
+    /// What start-up says about it, and whether that is a warning.
+    pub fn describe(&self) -> (String, bool) {
+        let tls = match self.protection {
+            Protection::Plain => "no TLS (sslmode=disable)",
+            Protection::Opportunistic => {
+                "TLS if the server offers it, the server not authenticated (sslmode=prefer)"
+            }
+            Protection::Encrypted => {
+                "TLS, but the server is not authenticated: a man in the middle could read and change \
+                 everything (sslmode=require; use sslmode=verify-full or channel_binding=require)"
+            }
+            Protection::Verified { host_name: false } => {
+                "TLS, the server's certificate verified, not its host name (sslmode=verify-ca)"
+            }
+            Protection::Verified { host_name: true } => {
+                "TLS, the server's certificate and host name verified (verify-full)"
+            }
+        };
+        let text = match self.channel_binding {
+            true => format!(
+                "{tls}, and SCRAM-SHA-256-PLUS channel binding on request connections \
+                 (channel_binding=require; the migrations' driver has none, hence verify-full)"
+            ),
+            false => tls.to_owned(),
+        };
+        (text, self.protection == Protection::Encrypted)
+    }
+}
+
+/// A URL's TLS parameters, as libpq reads them.
+struct Params {
+    sslmode: String,
+    root_cert: Option<String>,
+    channel_binding: ChannelBinding,
+}
+
+/// Splits `url` into its TLS parameters and the rest.
+fn split(url: &str) -> Result<(Url, Params), String> {
+    let invalid = |e: &dyn std::fmt::Display| format!("invalid database URL: {e}");
+    let mut parsed = Url::parse(url).map_err(|e| invalid(&e))?;
     let tls_param = |k: &str| matches!(k, "sslmode" | "sslrootcert" | "channel_binding");
     let (tls, kept): (Vec<(String, String)>, Vec<_>) = parsed
         .query_pairs()
@@ -46,33 +95,62 @@ pub fn target(url: &str) -> Result<Target, String> {
         tls.iter()
             .rev()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.clone())
     };
     parsed.set_query(None);
     if !kept.is_empty() {
         parsed.query_pairs_mut().extend_pairs(kept);
     }
+    let channel_binding = match param("channel_binding").as_deref() {
+        None | Some("prefer") => ChannelBinding::Prefer,
+        Some("require") => ChannelBinding::Require,
+        Some("disable") => ChannelBinding::Disable,
+        Some(other) => return Err(invalid(&format!("unknown channel_binding {other:?}"))),
+    };
+    let mut sslmode = param("sslmode").unwrap_or_else(|| "prefer".to_owned());
+    if channel_binding == ChannelBinding::Require {
+        if sslmode == "disable" {
+            return Err(invalid(
+                &"channel_binding=require needs TLS, and sslmode is disable",
+            ));
+        }
+        sslmode = "verify-full".to_owned();
+    }
+    let root_cert = param("sslrootcert");
+    // libpq: with a root certificate given, `require` verifies the chain too.
+    if sslmode == "require" && root_cert.is_some() {
+        sslmode = "verify-ca".to_owned();
+    }
+    Ok((
+        parsed,
+        Params {
+            sslmode,
+            root_cert,
+            channel_binding,
+        },
+    ))
+}
+
+/// Reads `url` (a `postgres://` URL).
+pub fn target(url: &str) -> Result<Target, String> {
+    let (parsed, params) = split(url)?;
     let invalid = |e: &dyn std::fmt::Display| format!("invalid database URL: {e}");
     let mut config: tokio_postgres::Config = parsed.as_str().parse().map_err(|e| invalid(&e))?;
-    let (sslmode, root_cert) = (param("sslmode").unwrap_or("prefer"), param("sslrootcert"));
-    // libpq: with a root certificate given, `require` verifies the chain too.
-    let protection = match (sslmode, root_cert) {
-        ("disable", _) => Protection::Plain,
-        ("allow" | "prefer", _) | ("require", None) => Protection::Encrypted,
-        ("require" | "verify-ca", _) => Protection::Verified { host_name: false },
-        ("verify-full", _) => Protection::Verified { host_name: true },
-        (other, _) => return Err(invalid(&format!("unknown sslmode {other:?}"))),
+    let (sslmode, root_cert) = (params.sslmode.as_str(), params.root_cert.as_deref());
+    let protection = match sslmode {
+        "disable" => Protection::Plain,
+        "allow" | "prefer" => Protection::Opportunistic,
+        "require" => Protection::Encrypted,
+        "verify-ca" => Protection::Verified { host_name: false },
+        "verify-full" => Protection::Verified { host_name: true },
+        other => return Err(invalid(&format!("unknown sslmode {other:?}"))),
     };
     config.ssl_mode(match sslmode {
         "disable" => SslMode::Disable,
         "allow" | "prefer" => SslMode::Prefer,
         _ => SslMode::Require,
     });
-    config.channel_binding(match param("channel_binding") {
-        None | Some("prefer" | "require") => ChannelBinding::Prefer,
-        Some("disable") => ChannelBinding::Disable,
-        Some(other) => return Err(invalid(&format!("unknown channel_binding {other:?}"))),
-    });
+    config.channel_binding(params.channel_binding);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let webpki = match protection {
         Protection::Verified { .. } => Some(
@@ -101,25 +179,53 @@ pub fn target(url: &str) -> Result<Target, String> {
         config,
         tls: MakeRustlsConnect::new(tls),
         protection,
+        channel_binding: params.channel_binding == ChannelBinding::Require,
     })
 }
 
 /// The URL for sqlx (migrations), which has no channel binding and logs
-/// every parameter it does not know; `sslmode` and `sslrootcert` it knows.
-pub fn for_sqlx(url: &str) -> String {
-    let Ok(mut parsed) = Url::parse(url) else {
-        return url.to_owned();
-    };
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter(|(k, _)| k != "channel_binding")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    parsed.set_query(None);
-    if !kept.is_empty() {
-        parsed.query_pairs_mut().extend_pairs(kept);
+/// every parameter it does not know: `sslmode` as [`target`] reads it
+/// (`verify-full` where channel binding is required), `sslrootcert` a file
+/// (sqlx's default roots are the same webpki roots as `system`).
+pub fn for_sqlx(url: &str) -> Result<String, String> {
+    if url.starts_with("sqlite:") {
+        return Ok(url.to_owned());
     }
-    parsed.to_string()
+    let (mut parsed, params) = split(url)?;
+    let mut pairs = vec![("sslmode", params.sslmode)];
+    if let Some(root) = params.root_cert.filter(|r| r != "system") {
+        pairs.push(("sslrootcert", root));
+    }
+    parsed.query_pairs_mut().extend_pairs(pairs);
+    Ok(parsed.to_string())
+}
+
+/// Whether `err` (from connecting) is the server's certificate failing
+/// verification, and why, in words.
+pub fn certificate_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        // An I/O error's `source()` skips the error it wraps (rustls's, here).
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Error>());
+        if let Some(Error::InvalidCertificate(cert)) = wrapped.or_else(|| e.downcast_ref::<Error>())
+        {
+            return Some(match cert {
+                CertificateError::UnknownIssuer => {
+                    "it is signed by no certificate authority in sslrootcert (none given: the system's roots)".to_owned()
+                }
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "it is not valid for the URL's host name".to_owned()
+                }
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => "it has expired".to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// `sslrootcert`'s certificates; none or `system`: the webpki roots.

@@ -3,13 +3,16 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod request_role;
 mod run;
+pub use request_role::{REQUEST_ROLE, USER_SETTING, USER_TABLES};
 pub use run::{describe, run};
 
 mod m20260125_000001_create_tasks;
 mod m20261129_000002_idempotency_keys_and_probe;
 mod m20261130_000003_create_task_function;
 mod m20261204_000004_task_lists;
+mod m20261204_000005_row_level_security;
 
 pub struct Migrator;
 
@@ -21,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_idempotency_keys_and_probe::Migration),
             Box::new(m20261130_000003_create_task_function::Migration),
             Box::new(m20261204_000004_task_lists::Migration),
+            Box::new(m20261204_000005_row_level_security::Migration),
         ]
     }
 }
@@ -46,5 +50,17 @@ mod tests {
             names.iter().all(|n| n.starts_with('m') && n.len() > 16),
             "{names:?}"
         );
+    }
+
+    /// The role's SQL names the role that requests take.
+    #[test]
+    fn the_request_role_is_the_one_ensured() {
+        assert!(request_role::ENSURE.contains(&format!("CREATE ROLE {REQUEST_ROLE} NOLOGIN")));
+        for table in USER_TABLES {
+            assert!(
+                request_role::ENSURE.contains(&format!("'{table}'")),
+                "{table}"
+            );
+        }
     }
 }

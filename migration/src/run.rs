@@ -69,6 +69,9 @@ async fn run_once(url: &str, pooled: bool) -> Result<(), DbErr> {
             txn.execute_unprepared("DEALLOCATE ALL").await?;
         }
         Migrator::up(&txn, None).await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared(crate::request_role::ENSURE).await?;
+        }
         if pooled {
             txn.execute_unprepared("DEALLOCATE ALL").await?;
         }

@@ -28,6 +28,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `/health/ready` waits this long for the database.
 const PING_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// Whose work it is. A user's runs, on PostgreSQL, in a transaction that
+/// sets the user and (row-level security on) takes the request role, so
+/// the database itself refuses any other user's rows.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller<'a> {
+    /// A request of this (verified) user.
+    User(&'a str),
+    /// The service's own work: start-up checks, the readiness probe, the
+    /// purge of expired keys; no user's rows (see `specs/database`).
+    Service,
+}
+
 /// The database: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Db(Arc<Inner>);
@@ -80,8 +92,9 @@ impl Db {
     }
 
     /// Each statement's rows, all from one snapshot.
-    pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        self.bounded(self.0.deadline, self.run(stmts, false)).await
+    pub async fn read(&self, caller: Caller<'_>, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        self.bounded(self.0.deadline, self.run(caller, stmts, false))
+            .await
     }
 
     /// A write: `stmts` in one transaction, and each one's rows once it has
@@ -89,8 +102,10 @@ impl Db {
     /// or what the statements before it did (they run in order). Readiness
     /// follows the outcome (while writes fail for want of storage, a probe
     /// retries: see `upkeep`).
-    pub async fn write(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let result = self.bounded(self.0.deadline, self.run(stmts, true)).await;
+    pub async fn write(&self, caller: Caller<'_>, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        let result = self
+            .bounded(self.0.deadline, self.run(caller, stmts, true))
+            .await;
         match &result {
             Ok(_) if self.readiness().write_succeeded() => {
                 tracing::info!("writes succeed again; ready")
@@ -106,9 +121,14 @@ impl Db {
         result
     }
 
-    async fn run(&self, stmts: &[Stmt], write: bool) -> Result<Vec<Rows>, DbError> {
+    async fn run(
+        &self,
+        caller: Caller<'_>,
+        stmts: &[Stmt],
+        write: bool,
+    ) -> Result<Vec<Rows>, DbError> {
         match &self.0.engine {
-            Engine::Postgres(pg) => pg.run(stmts).await,
+            Engine::Postgres(pg) => pg.run(caller, stmts).await,
             Engine::Sqlite(lite) if write => lite.write(stmts).await,
             Engine::Sqlite(lite) => lite.read(stmts).await,
         }
@@ -117,9 +137,12 @@ impl Db {
     /// The rows of `stmt` as they arrive (a listing: memory does not grow
     /// with its length). Each wait for a row is bounded, not the whole
     /// stream: a client may read slowly.
-    pub async fn list(&self, stmt: Stmt) -> Result<RowStream, DbError> {
+    pub async fn list(&self, caller: Caller<'_>, stmt: Stmt) -> Result<RowStream, DbError> {
         let rows: RowStream = match &self.0.engine {
-            Engine::Postgres(pg) => Box::pin(self.bounded(self.0.deadline, pg.stream(stmt)).await?),
+            Engine::Postgres(pg) => Box::pin(
+                self.bounded(self.0.deadline, pg.stream(caller, stmt))
+                    .await?,
+            ),
             Engine::Sqlite(lite) => Box::pin(lite.stream(stmt)),
         };
         let deadline = self.0.deadline;
@@ -171,7 +194,7 @@ impl Db {
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
             [],
         );
-        self.write(&[stmt]).await.map(|_| ())
+        self.write(Caller::Service, &[stmt]).await.map(|_| ())
     }
 
     /// Does the database answer, within [`PING_TIMEOUT`]? A statement of
@@ -180,7 +203,7 @@ impl Db {
         if self.readiness().database_answered_within(PING_TIMEOUT) {
             return Ok(());
         }
-        self.bounded(Some(PING_TIMEOUT), self.run(&[], false))
+        self.bounded(Some(PING_TIMEOUT), self.run(Caller::Service, &[], false))
             .await
             .map(drop)
     }

@@ -5,6 +5,11 @@
 //! Directly, statements are prepared once per connection; behind a
 //! transaction-mode pooler nothing may outlive a transaction: statements
 //! are unnamed (`query_typed`) and each batch sets its `statement_timeout`.
+//!
+//! A user's work runs in a transaction that first sets the user (and, with
+//! row-level security on, takes the request role), both `LOCAL`: they end
+//! with the transaction, so nothing carries over to the next one on the
+//! connection, through a pooler too. See `specs/database`.
 
 use std::time::Duration;
 
@@ -13,9 +18,12 @@ use futures_util::{Stream, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::sql::{PgParam, Row, Rows, Stmt, pg_params};
-use super::{ACQUIRE_TIMEOUT, DbError};
-use crate::config::{DatabaseSettings, PoolMode};
+use super::{ACQUIRE_TIMEOUT, Caller, DbError};
+use crate::config::{DatabaseSettings, PoolMode, Switch};
 use crate::tls;
+
+/// Sets the request's user for the rest of its transaction.
+const SET_USER: &str = "SELECT set_config('todo.user_id', $1, true)";
 
 pub(super) struct Pg {
     pool: Pool,
@@ -23,12 +31,17 @@ pub(super) struct Pg {
     pooled: bool,
     /// What opens a transaction (behind a pooler, with its settings).
     begin: String,
+    /// What opens a user's transaction: `begin`, and the request role.
+    begin_for_user: String,
 }
 
 impl Pg {
     pub fn open(settings: &DatabaseSettings) -> Result<Pg, DbError> {
         let target = tls::target(settings.url()).map_err(DbError::bug)?;
-        tracing::info!(protection = ?target.protection, "PostgreSQL connections");
+        match target.describe() {
+            (text, true) => tracing::warn!("PostgreSQL connections: {text}"),
+            (text, false) => tracing::info!("PostgreSQL connections: {text}"),
+        }
         let mut config = target.config;
         let pooled = settings.pool_mode == PoolMode::Transaction;
         let timeout_ms = settings.db_statement_timeout.as_millis();
@@ -50,11 +63,27 @@ impl Pg {
             true => format!("BEGIN; SET LOCAL statement_timeout = {timeout_ms}"),
             false => "BEGIN".to_owned(),
         };
+        let begin_for_user = match settings.db_row_level_security {
+            Switch::On => format!("{begin}; SET LOCAL ROLE {}", migration::REQUEST_ROLE),
+            Switch::Off => begin.clone(),
+        };
         Ok(Pg {
             pool,
             pooled,
             begin,
+            begin_for_user,
         })
+    }
+
+    /// What opens the caller's transaction, and the statement that sets its user.
+    fn opening(&self, caller: Caller<'_>) -> (&str, Option<Stmt>) {
+        match caller {
+            Caller::User(user) => (
+                &self.begin_for_user,
+                Some(Stmt::new(SET_USER, [user.into()])),
+            ),
+            Caller::Service => (&self.begin, None),
+        }
     }
 
     /// A connection, marked as waiting for answers (see [`Checkout`]).
@@ -68,17 +97,19 @@ impl Pg {
         (status.size, status.available)
     }
 
-    /// Runs `stmts` in order in one round trip: alone, or several (and any
-    /// behind a pooler, for its settings) in one transaction. None: a ping.
-    pub async fn run(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let transaction = stmts.len() > 1 || self.pooled;
-        let params = stmts
+    /// Runs `stmts` in order in one round trip: alone, or several (and a
+    /// user's, and any behind a pooler) in one transaction. None: a ping.
+    pub async fn run(&self, caller: Caller<'_>, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
+        let (begin, set_user) = self.opening(caller);
+        let work: Vec<&Stmt> = set_user.iter().chain(stmts).collect();
+        let transaction = work.len() > 1 || set_user.is_some() || self.pooled;
+        let params = work
             .iter()
             .map(|s| pg_params(&s.values))
             .collect::<Result<Vec<_>, _>>()?;
         let conn = self.checkout().await?;
         let client = conn.client()?;
-        if stmts.is_empty() {
+        if work.is_empty() {
             client.simple_query("").await?;
             return Ok(conn.answered(Vec::new()));
         }
@@ -86,7 +117,7 @@ impl Pg {
         let prepared = match self.pooled {
             true => Vec::new(),
             false => {
-                futures_util::future::try_join_all(stmts.iter().zip(&params).map(|(s, p)| {
+                futures_util::future::try_join_all(work.iter().zip(&params).map(|(s, p)| {
                     let types = types(p);
                     async move { client.prepare_typed_cached(&s.sql, &types).await }
                 }))
@@ -95,20 +126,21 @@ impl Pg {
         };
         type Call<'a> =
             futures_util::future::BoxFuture<'a, Result<Option<Rows>, tokio_postgres::Error>>;
-        let mut calls: Vec<Call<'_>> = Vec::with_capacity(stmts.len() + 2);
+        let mut calls: Vec<Call<'_>> = Vec::with_capacity(work.len() + 2);
         if transaction {
-            calls.push(Box::pin(async {
-                client.batch_execute(&self.begin).await.map(|()| None)
+            calls.push(Box::pin(async move {
+                client.batch_execute(begin).await.map(|()| None)
             }));
         }
-        for (i, (stmt, params)) in stmts.iter().zip(&params).enumerate() {
+        for (i, (stmt, params)) in work.iter().zip(&params).enumerate() {
             let prepared = prepared.get(i);
+            let answered = i > 0 || set_user.is_none();
             calls.push(Box::pin(async move {
                 let rows = match prepared {
                     Some(statement) => client.query(statement, &refs(params)).await?,
                     None => client.query_typed(&stmt.sql, &typed(params)).await?,
                 };
-                Ok(Some(rows.into_iter().map(Row::Postgres).collect()))
+                Ok(answered.then(|| rows.into_iter().map(Row::Postgres).collect()))
             }));
         }
         if transaction {
@@ -127,34 +159,67 @@ impl Pg {
         Ok(rows)
     }
 
-    /// The rows of `stmt` as they arrive (behind a pooler in a transaction
-    /// of its own, committed at the end).
+    /// The rows of `stmt` as they arrive (a user's, or any behind a
+    /// pooler, in a transaction of its own, committed at the end).
     pub async fn stream(
         &self,
+        caller: Caller<'_>,
         stmt: Stmt,
     ) -> Result<impl Stream<Item = Result<Row, DbError>> + Send + use<>, DbError> {
+        let (begin, set_user) = self.opening(caller);
+        let transaction = set_user.is_some() || self.pooled;
+        let set_user = match &set_user {
+            Some(s) => Some((s, pg_params(&s.values)?)),
+            None => None,
+        };
         let params = pg_params(&stmt.values)?;
         let conn = self.checkout().await?;
         let client = conn.client()?;
-        let rows = if self.pooled {
-            let (begun, rows) = futures_util::join!(
-                client.batch_execute(&self.begin),
-                client.query_typed_raw(&stmt.sql, typed(&params))
-            );
-            begun.and(rows)?
-        } else {
-            let statement = client
-                .prepare_typed_cached(&stmt.sql, &types(&params))
-                .await?;
-            client.query_raw(&statement, refs(&params)).await?
+        // Prepared once per connection (directly); then cached.
+        let (statement, setter) = match self.pooled {
+            true => (None, None),
+            false => {
+                let setter = match &set_user {
+                    Some((s, p)) => Some(client.prepare_typed_cached(&s.sql, &types(p)).await?),
+                    None => None,
+                };
+                let statement = client
+                    .prepare_typed_cached(&stmt.sql, &types(&params))
+                    .await?;
+                (Some(statement), setter)
+            }
         };
-        let pooled = self.pooled;
+        // Three futures polled in order, each sending when first polled.
+        let (begun, user_set, rows) = futures_util::join!(
+            async {
+                match transaction {
+                    true => client.batch_execute(begin).await,
+                    false => Ok(()),
+                }
+            },
+            async {
+                match (&set_user, &setter) {
+                    (Some((_, p)), Some(prepared)) => {
+                        client.query(prepared, &refs(p)).await.map(drop)
+                    }
+                    (Some((s, p)), None) => client.query_typed(&s.sql, &typed(p)).await.map(drop),
+                    (None, _) => Ok(()),
+                }
+            },
+            async {
+                match &statement {
+                    Some(prepared) => client.query_raw(prepared, refs(&params)).await,
+                    None => client.query_typed_raw(&stmt.sql, typed(&params)).await,
+                }
+            }
+        );
+        let rows = begun.and(user_set).and(rows)?;
         Ok(async_stream::try_stream! {
             let mut rows = std::pin::pin!(rows);
             while let Some(row) = rows.try_next().await? {
                 yield Row::Postgres(row);
             }
-            if pooled {
+            if transaction {
                 conn.client()?.batch_execute("COMMIT").await?;
             }
             conn.answered(());

@@ -36,10 +36,23 @@ impl Dialect {
     /// SQL written for this dialect, with `$1`.. (PostgreSQL) or `?`
     /// (SQLite) placeholders for `values`.
     pub fn raw(self, sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
+        Stmt::new(sql, values)
+    }
+}
+
+impl Stmt {
+    pub(super) fn new(sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
         Stmt {
             sql: sql.to_owned(),
             values: Values(values.into_iter().collect()),
         }
+    }
+
+    /// Tests only: the statement with its SQL rewritten.
+    #[cfg(debug_assertions)]
+    pub fn with_sql(mut self, rewrite: impl FnOnce(&str) -> String) -> Stmt {
+        self.sql = rewrite(&self.sql);
+        self
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 
 use crate::auth::Identity;
-use crate::db::{Db, DbError, Dialect, Row, Rows};
+use crate::db::{Caller, Db, DbError, Dialect, Row, Rows, Stmt};
 use crate::idempotency::{self, InFlight, KeyedRequest, StoredResponse};
 use crate::models::input::{NewTask, TaskChanges};
 use crate::models::list::ListQuery;
@@ -44,6 +44,8 @@ pub struct UserTasks {
     owner: Arc<str>,
     max_tasks: u64,
     in_flight_keys: Arc<InFlight>,
+    #[cfg(debug_assertions)]
+    without_owner_filter: bool,
 }
 
 /// A create's outcome.
@@ -66,6 +68,9 @@ pub struct StoreConfig {
     pub db: Db,
     pub max_tasks: u64,
     pub in_flight_keys: Arc<InFlight>,
+    /// Tests only (`TEST_ONLY_WITHOUT_OWNER_FILTER`): see [`sql::without_owner_filter`].
+    #[cfg(debug_assertions)]
+    pub without_owner_filter: bool,
 }
 
 impl UserTasks {
@@ -76,11 +81,35 @@ impl UserTasks {
             owner: Arc::from(identity.user_id.as_str()),
             max_tasks: config.max_tasks,
             in_flight_keys: Arc::clone(&config.in_flight_keys),
+            #[cfg(debug_assertions)]
+            without_owner_filter: config.without_owner_filter,
         }
     }
 
     fn dialect(&self) -> Dialect {
         self.db.dialect()
+    }
+
+    async fn read(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, DbError> {
+        self.db.read(self.caller(), &self.sent(stmts)).await
+    }
+
+    async fn write(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, DbError> {
+        self.db.write(self.caller(), &self.sent(stmts)).await
+    }
+
+    /// The database knows whose work this is (row-level security).
+    fn caller(&self) -> Caller<'_> {
+        Caller::User(&self.owner)
+    }
+
+    /// The statements as sent.
+    fn sent(&self, stmts: Vec<Stmt>) -> Vec<Stmt> {
+        #[cfg(debug_assertions)]
+        if self.without_owner_filter {
+            return stmts.into_iter().map(sql::without_owner_filter).collect();
+        }
+        stmts
     }
 
     pub async fn list(&self, query: &ListQuery) -> Result<Listing, StoreError> {
@@ -90,14 +119,15 @@ impl UserTasks {
                 tasks: Box::pin(futures_util::stream::empty()),
             });
         };
-        let mut rows = Box::pin(self.db.list(stmt).await?);
+        let stmt = self.sent(vec![stmt]).remove(0);
+        let mut rows = Box::pin(self.db.list(self.caller(), stmt).await?);
         // The first row carries the total; an empty page past the end does not.
         let first = rows.next().await.transpose()?;
         let total = match &first {
             Some(row) => row.get::<i64>(7)?,
             None if query.offset.unwrap_or(0) > 0 => {
                 match sql::list_count(self.dialect(), &self.owner, query) {
-                    Some(count) => one_row(self.db.read(&[count]).await?)
+                    Some(count) => one_row(self.read(vec![count]).await?)
                         .map_or(Ok(0), |row| row.get::<i64>(0))?,
                     None => 0,
                 }
@@ -115,8 +145,7 @@ impl UserTasks {
 
     pub async fn get(&self, id: i64) -> Result<Option<task::Model>, StoreError> {
         let rows = self
-            .db
-            .read(&[sql::get(self.dialect(), &self.owner, id)])
+            .read(vec![sql::get(self.dialect(), &self.owner, id)])
             .await?;
         Ok(one_row(rows).as_ref().map(task).transpose()?)
     }
@@ -154,7 +183,7 @@ impl UserTasks {
             lock: idempotency::lock_key(&self.owner, &k.key),
         });
         let stmts = sql::create(self.dialect(), &new, key.as_ref());
-        let mut results = self.db.write(&stmts).await?.into_iter();
+        let mut results = self.write(stmts).await?.into_iter();
         if let Some(keyed) = keyed {
             if self.dialect() == Dialect::Postgres {
                 let held = results.next().and_then(first).map(|row| row.get::<bool>(0));
@@ -207,11 +236,11 @@ impl UserTasks {
     /// True when a task was deleted (and taken off the user's count).
     pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
         let stmts = sql::delete(self.dialect(), &self.owner, id);
-        Ok(one_row(self.db.write(&stmts).await?).is_some())
+        Ok(one_row(self.write(stmts).await?).is_some())
     }
 
     async fn write_one(&self, stmt: crate::db::Stmt) -> Result<Option<task::Model>, StoreError> {
-        let row = one_row(self.db.write(&[stmt]).await?);
+        let row = one_row(self.write(vec![stmt]).await?);
         Ok(row.as_ref().map(task).transpose()?)
     }
 }
@@ -282,9 +311,11 @@ pub fn location(id: i64) -> String {
     format!("/api/tasks/{id}")
 }
 
-/// Deletes idempotency keys past their retention period; how many.
+/// Deletes idempotency keys past their retention period; how many. Work of
+/// the service, for no user: on PostgreSQL, row-level security lets it
+/// read and delete expired keys only (`expired_keys_outside_requests_*`).
 pub async fn purge_expired_keys(db: &Db) -> Result<usize, DbError> {
     let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(sql::now()));
-    let results = db.write(&[stmt]).await?;
+    let results = db.write(Caller::Service, &[stmt]).await?;
     Ok(results.into_iter().map(|rows| rows.len()).sum())
 }

@@ -344,6 +344,20 @@ fn count(select: &Select<Tasks>) -> SubQueryStatement {
     )
 }
 
+/// Tests only: `stmt` without its conditions on `user_id` (each becomes
+/// `'' <> $n`, true for any user, keeping its parameter), to show that
+/// row-level security alone keeps users apart (PostgreSQL's forms).
+#[cfg(debug_assertions)]
+pub fn without_owner_filter(stmt: Stmt) -> Stmt {
+    stmt.with_sql(|sql| {
+        ["k.user_id = $", "\"tasks\".\"user_id\" = $", "user_id = $"]
+            .iter()
+            .fold(sql.to_owned(), |sql, condition| {
+                sql.replace(condition, "'' <> $")
+            })
+    })
+}
+
 /// SQL with `$n` placeholders, for `dialect` (SQLite numbers them `?n`),
 /// with the values up to the highest it names: SQLite refuses more values
 /// than a statement has parameters.

@@ -5,8 +5,12 @@
 //! the database" never touches the shared server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::common::{TestApp, TestDb, error_code, json, send};
+use crate::common::pg_cluster::{PgCluster, StopMode};
+use crate::common::{Backend, TestApp, TestDb, error_code, json, send};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -132,4 +136,133 @@ async fn postgres_outage_answers_503_and_recovers() {
     app.create(&alice, json!({"title": "after the outage"}))
         .await;
     drop(db);
+}
+
+/// How the database goes away.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// Stopped: connections refused at once.
+    Stopped,
+    /// Hung with its connections open (a suspended VM): nothing answers.
+    Frozen,
+}
+
+/// 40 writers keep creating (each as its own user, honouring Retry-After)
+/// while the database goes away: `/health/ready` answers 503 within a
+/// second every time, so a load balancer's 1–2 s probe learns it; once the
+/// database is back it is 200 again and the writers' creates succeed. No
+/// create is ever answered anything but 201 or 503.
+async fn readiness_under_load(outage: Outage) {
+    let Some(cluster) = PgCluster::start_new().await else {
+        return;
+    };
+    let app = Arc::new(
+        TestApp::builder(Backend::Postgres)
+            .database(TestDb::external(cluster.url()))
+            .start()
+            .await
+            .unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let created = Arc::new(AtomicUsize::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (app, client, stop, created) = (
+            Arc::clone(&app),
+            client.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&created),
+        );
+        writers.spawn(async move {
+            let token = app.token(&format!("writer-{i}"));
+            let mut unexpected = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let response = client
+                    .post(app.url("/api/tasks"))
+                    .bearer_auth(&token)
+                    .json(&json!({"title": "under load"}))
+                    .send()
+                    .await;
+                match response.map(|r| r.status()) {
+                    Ok(StatusCode::CREATED) => {
+                        created.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(StatusCode::SERVICE_UNAVAILABLE) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await; // Retry-After: 1
+                    }
+                    other => unexpected.push(format!("{other:?}")),
+                }
+            }
+            unexpected
+        });
+    }
+    let wait_for_creates = |at_least: usize| {
+        let created = Arc::clone(&created);
+        async move {
+            let started = Instant::now();
+            while created.load(Ordering::SeqCst) < at_least {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "creates stalled"
+                );
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for_creates(100).await;
+
+    match outage {
+        Outage::Stopped => cluster.stop(StopMode::Immediate).await.unwrap(),
+        Outage::Frozen => assert!(cluster.freeze() > 0),
+    }
+    let probe = || async {
+        let started = Instant::now();
+        let (status, _) = send(client.get(app.url("/health/ready"))).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "{outage:?}: /health/ready took {took:?}"
+        );
+        status
+    };
+    // A statement answered just before the outage counts for a moment.
+    let outage_began = Instant::now();
+    while probe().await != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            outage_began.elapsed() < Duration::from_secs(2),
+            "{outage:?}: still ready"
+        );
+    }
+    for _ in 0..8 {
+        assert_eq!(probe().await, StatusCode::SERVICE_UNAVAILABLE, "{outage:?}");
+    }
+
+    match outage {
+        Outage::Stopped => cluster.start().await.unwrap(),
+        Outage::Frozen => assert!(cluster.thaw() > 0),
+    }
+    app.wait_for_readiness(StatusCode::OK, Duration::from_secs(30))
+        .await;
+    let before = created.load(Ordering::SeqCst);
+    wait_for_creates(before + 40).await;
+    stop.store(true, Ordering::SeqCst);
+    while let Some(unexpected) = writers.join_next().await {
+        let unexpected = unexpected.unwrap();
+        assert!(unexpected.is_empty(), "{outage:?}: {unexpected:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_503_within_a_second_under_load_with_the_database_stopped() {
+    readiness_under_load(Outage::Stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_answers_503_within_a_second_under_load_with_the_database_hung() {
+    readiness_under_load(Outage::Frozen).await;
 }

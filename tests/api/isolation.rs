@@ -30,8 +30,15 @@ async fn users_cannot_see_or_touch_each_other(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let alice = app.token("alice");
-    let bob = app.token("bob");
+    users_cannot_see_or_touch_each_other_in(&app, "alice", "bob").await;
+}
+
+/// The checks, for two users new to `app` (also run with row-level
+/// security alone: `row_security`).
+pub async fn users_cannot_see_or_touch_each_other_in(app: &TestApp, alice: &str, bob: &str) {
+    let (app, users) = (app, [alice, bob]);
+    let alice = app.token(alice);
+    let bob = app.token(bob);
     let alices = app
         .create(
             &alice,
@@ -60,7 +67,7 @@ async fn users_cannot_see_or_touch_each_other(backend: Backend) {
     ];
     for (method, template, body) in attempts {
         let foreign = answer(
-            &app,
+            app,
             method.clone(),
             &template.replace("{id}", &a_id.to_string()),
             &bob,
@@ -68,7 +75,7 @@ async fn users_cannot_see_or_touch_each_other(backend: Backend) {
         )
         .await;
         let missing = answer(
-            &app,
+            app,
             method.clone(),
             &template.replace("{id}", &ghost.to_string()),
             &bob,
@@ -104,7 +111,7 @@ async fn users_cannot_see_or_touch_each_other(backend: Backend) {
 
     // Alice's task is exactly as she left it.
     let (status, still, _) = answer(
-        &app,
+        app,
         Method::GET,
         &format!("/api/tasks/{a_id}"),
         &alice,
@@ -113,15 +120,23 @@ async fn users_cannot_see_or_touch_each_other(backend: Backend) {
     .await;
     assert_eq!((status, still), (StatusCode::OK, alices));
     let snapshot = app.db.snapshot().await;
-    assert_eq!(snapshot.len(), 2);
+    let theirs = snapshot
+        .iter()
+        .filter(|row| users.iter().any(|u| row["user_id"] == *u))
+        .count();
+    assert_eq!(theirs, 2);
 }
 
 async fn same_title_different_users(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;
     };
-    let alice = app.token("alice");
-    let bob = app.token("bob");
+    same_title_different_users_in(&app, "alice", "bob").await;
+}
+
+pub async fn same_title_different_users_in(app: &TestApp, alice: &str, bob: &str) {
+    let alice = app.token(alice);
+    let bob = app.token(bob);
     let a = app.create(&alice, json!({"title": "shared name"})).await;
     let b = app.create(&bob, json!({"title": "shared name"})).await;
     assert_ne!(a["id"], b["id"]);

@@ -30,6 +30,7 @@ mod no_data_lost;
 mod operations;
 mod postgres_tls;
 mod rolling_restart;
+mod row_security;
 mod schemathesis;
 mod shutdown;
 mod storage_faults;

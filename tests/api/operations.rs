@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::common::keys::{TestKey, claims_for};
 use crate::common::pg_cluster::{PgCluster, StopMode};
-use crate::common::process::{Server, todo_api};
+use crate::common::process::{Server, serve_until_it_stops, todo_api};
 use crate::common::{Backend, TestDb};
 
 const SECRET: &str = "operations-test-secret-0123456789abcdef";
@@ -245,15 +245,6 @@ fn serve_until_it_gives_up(dir: &Path, url: &str, log_format: &str) -> (ExitStat
     serve_until_it_stops(dir, &env, "gives up after DB_STARTUP_TIMEOUT")
 }
 
-/// `serve` with `env`, which must stop on its own within 30 s (`why`):
-/// its exit status and every line it logged.
-fn serve_until_it_stops(dir: &Path, env: &[(&str, &str)], why: &str) -> (ExitStatus, Vec<String>) {
-    let mut server = Server::start_listening(dir, env, &[]).expect("listens at once");
-    let status = server.wait_exit(Duration::from_secs(30)).expect(why);
-    server.rest_of_log();
-    (status, server.log_so_far())
-}
-
 /// Runs each statement as the cluster's owner.
 fn as_owner(rt: &tokio::runtime::Runtime, cluster: &PgCluster, statements: &[&str]) {
     rt.block_on(async {
@@ -477,7 +468,9 @@ fn roles_without_privileges_get_clear_errors() {
     assert_clean("serve", &text);
     assert_clean("migrate", &format!("{stdout}{stderr}"));
 
-    // Owner migrates, `app` serves, nothing granted to `app`.
+    // Owner migrates, `app` serves, nothing granted to `app`. With
+    // row-level security on (the default), requests run as todo_request:
+    // `app` itself needs only what the service's own work does.
     let owner_url = cluster.url();
     let app_url = format!(
         "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/postgres",
@@ -496,24 +489,118 @@ fn roles_without_privileges_get_clear_errors() {
     let last = log.last().unwrap();
     assert!(
         last.contains("\"app\"")
-            && last.contains("tasks (SELECT, INSERT, UPDATE, DELETE)")
-            && last.contains("task_lists (SELECT, INSERT, UPDATE, DELETE)")
+            && last.contains("idempotency_keys (SELECT, DELETE)")
             && last.contains("service_probe (SELECT, INSERT, UPDATE)")
+            && !last.contains("tasks (")
             && last.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"),
         "{last}"
     );
     assert_clean("serve", &text);
 
-    // The GRANT it suggested is enough.
+    // The GRANT it suggested: next, `app` may not take the request role.
     as_owner(
         &rt,
         &cluster,
         &["GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"app\""],
     );
-    let server = Server::start(dir.path(), &env, &[]).expect("comes up once granted");
-    create_and_see(&Client::new(), &server, &server, "granted");
+    let (status, log) =
+        serve_until_it_stops(dir.path(), &env, "stops: the role cannot take todo_request");
+    let text = log.join("\n");
+    assert!(!status.success(), "{status}\n{text}");
+    let last = log.last().unwrap();
+    assert!(
+        last.contains("DB_ROW_LEVEL_SECURITY is on")
+            && last.contains("app may not take role todo_request")
+            && last.contains("GRANT todo_request TO \"app\"")
+            && last.contains("DB_ROW_LEVEL_SECURITY=off"),
+        "{last}"
+    );
+    assert_clean("serve", &text);
+
+    // Off, `app` serves as itself; one line says so. The tables force
+    // row-level security on `app` too (not their owner, no BYPASSRLS):
+    // requests still set their user, so each sees its own tasks.
+    let off = [env.as_slice(), &[("DB_ROW_LEVEL_SECURITY", "off")]].concat();
+    let server = Server::start(dir.path(), &off, &[]).expect("comes up with RLS off");
+    create_and_see(&Client::new(), &server, &server, "off");
+    let started = server.log_so_far().join("\n");
     let (status, log) = server.terminate();
     assert!(status.success(), "{status}: {log}");
+    let said = |text: &str| format!("{started}{log}").matches(text).count();
+    assert_eq!(
+        said("isolation rests on the query layer alone"),
+        1,
+        "{started}"
+    );
+
+    // The GRANT it suggested is enough.
+    as_owner(&rt, &cluster, &["GRANT todo_request TO \"app\""]);
+    let server = Server::start(dir.path(), &env, &[]).expect("comes up once granted");
+    create_and_see(&Client::new(), &server, &server, "granted");
+    let started = server.log_so_far().join("\n");
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(started.contains("row-level security on"), "{started}");
+}
+
+/// A database whose owner may not create roles (no CREATEROLE), where no
+/// administrator made the request role yet: the migrations run, start-up
+/// stops and says what to run; with row-level security off it serves. Once
+/// an administrator ran what it said, the next start-up grants the role
+/// what requests need and serves under row-level security.
+#[test]
+fn without_the_request_role_start_up_says_what_to_run_then_heals() {
+    let rt = runtime();
+    let Some(cluster) = rt.block_on(cluster_with_passwords()) else {
+        return;
+    };
+    as_owner(
+        &rt,
+        &cluster,
+        &[
+            &format!("CREATE ROLE maker LOGIN PASSWORD '{APP_PASSWORD}'"),
+            "CREATE DATABASE made OWNER maker",
+        ],
+    );
+    let url = format!(
+        "postgres://maker:{APP_PASSWORD}@127.0.0.1:{}/made",
+        cluster.port()
+    );
+    let env = [
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("DATABASE_URL", url.as_str()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (status, log) = serve_until_it_stops(dir.path(), &env, "stops: no request role");
+    let text = log.join("\n");
+    assert!(!status.success(), "{status}\n{text}");
+    let last = log.last().unwrap();
+    assert!(
+        last.contains("role todo_request does not exist")
+            && last.contains("CREATE ROLE todo_request NOLOGIN; GRANT todo_request TO \"maker\"")
+            && last.contains("DB_ROW_LEVEL_SECURITY=off"),
+        "{last}"
+    );
+    assert_clean("serve", &text);
+
+    let off = [env.as_slice(), &[("DB_ROW_LEVEL_SECURITY", "off")]].concat();
+    let server = Server::start(dir.path(), &off, &[]).expect("serves with RLS off");
+    let client = Client::new();
+    let before = create_task(&client, &server, &token("ada"), "before the role");
+    server.terminate();
+
+    as_owner(
+        &rt,
+        &cluster,
+        &["CREATE ROLE todo_request NOLOGIN; GRANT todo_request TO \"maker\""],
+    );
+    let server = Server::start(dir.path(), &env, &[]).expect("serves once the role exists");
+    let list = list_tasks(&client, &server, &token("ada"));
+    assert_eq!(list, json!([before]));
+    assert_eq!(list_tasks(&client, &server, &token("bob")), json!([]));
+    let started = server.log_so_far().join("\n");
+    assert!(started.contains("row-level security on"), "{started}");
+    server.terminate();
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! database of its own (a fresh SQLite file, or a fresh PostgreSQL database
 //! that is dropped afterwards), called over HTTP like the frontend does.
 
+pub mod certs;
 pub mod haproxy;
 pub mod jwks_server;
 pub mod keys;

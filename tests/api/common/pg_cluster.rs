@@ -185,6 +185,34 @@ impl PgCluster {
         self.restart(StopMode::Fast).await
     }
 
+    /// Serves TLS with this certificate and key (PEM files), and
+    /// `password_encryption` SCRAM (the default); restarts.
+    pub async fn enable_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data.join(to);
+            std::fs::copy(from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+            // The server reads its key only if no one else may.
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if self.as_postgres {
+                let (uid, gid) = nix_user("postgres").ok_or("no `postgres` user")?;
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+            }
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+                )
+            })
+            .map_err(|e| format!("postgresql.conf: {e}"))?;
+        self.restart(StopMode::Fast).await
+    }
+
     /// The port it listens on (or will, once started), on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

@@ -19,6 +19,16 @@ impl PgBouncer {
     /// no password; `None` (after a loud message) when it cannot run here
     /// outside CI.
     pub fn start(upstream_host: &str, upstream_port: u16, user: &str) -> Option<PgBouncer> {
+        Self::start_with_pool_size(upstream_host, upstream_port, user, 20)
+    }
+
+    /// The same, with at most `pool_size` server connections per database and user.
+    pub fn start_with_pool_size(
+        upstream_host: &str,
+        upstream_port: u16,
+        user: &str,
+        pool_size: u32,
+    ) -> Option<PgBouncer> {
         let fail = |why: String| {
             assert!(!super::in_ci(), "CI=true: {why}");
             eprintln!("\n!!!!! SKIPPED: PgBouncer test: {why} !!!!!\n");
@@ -35,7 +45,7 @@ impl PgBouncer {
             "[databases]\n* = host={upstream_host} port={upstream_port}\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
              auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
-             max_client_conn = 1000\ndefault_pool_size = 20\n\
+             max_client_conn = 1000\ndefault_pool_size = {pool_size}\n\
              logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
             dir = dir.path().display()
         );

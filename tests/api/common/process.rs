@@ -386,3 +386,16 @@ impl Drop for Server {
         }
     }
 }
+
+/// `serve` with `env`, which must stop on its own within 30 s (`why`):
+/// its exit status and every line it logged.
+pub fn serve_until_it_stops(
+    dir: &Path,
+    env: &[(&str, &str)],
+    why: &str,
+) -> (ExitStatus, Vec<String>) {
+    let mut server = Server::start_listening(dir, env, &[]).expect("listens at once");
+    let status = server.wait_exit(Duration::from_secs(30)).expect(why);
+    server.rest_of_log();
+    (status, server.log_so_far())
+}
