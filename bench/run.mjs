@@ -27,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
-  'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-eddsa',
+  'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
   'pgbench-list', 'pgbench-mix', 'pg-list-1000', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
@@ -69,7 +69,8 @@ Options (defaults in brackets):
   --status-detail      count wrk responses by status (costs wrk CPU)
   --callgrind-requests N  requests per kind in the callgrind scenario [300]
   --net-delay MS       pg-network: delay added to each direction between the
-                       server and PostgreSQL [2]
+                       server and PostgreSQL [10; timers jitter by ~1 ms per
+                       chunk, so a smaller delay overstates round trips]
   --out DIR            where JSON results go [bench/results]
   --keep               keep the temp dir (logs, data files, PG cluster data)
   -h, --help
@@ -96,7 +97,7 @@ const { values: opt } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     'status-detail': { type: 'boolean', default: false },
     'callgrind-requests': { type: 'string', default: '300' },
-    'net-delay': { type: 'string', default: '2' },
+    'net-delay': { type: 'string', default: '10' },
     out: { type: 'string', default: path.join(HERE, 'results') },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -480,7 +481,7 @@ function percentile(sorted, p) {
 }
 
 async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label }) {
-  const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${path.join(HERE, 'pgbench', KIND_SCRIPTS[k])}@${w}`]).flat();
+  const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${wrappedScript(k, tmp)}@${w}`]).flat();
   const vars = {
     users: N_USERS, tasks: N_TASKS, base, uid_base: UID_BASE.toString(), limit: LIMIT, one: 1, now: 'now',
     title: 'Bench task', description: 'Created by the todo-api benchmark', completed: 'false', newtitle: 'Renamed task', maxtasks: 10000,
@@ -557,13 +558,43 @@ function pgssSnapshot(pg, db) {
 
 /** The statements of each pgbench script, as pg_stat_statements will show them (:var -> $n). */
 function pgbenchStatements() {
-  const out = {};
+  const out = { transaction: REQUEST_TRANSACTION };
   for (const [kind, file] of Object.entries(KIND_SCRIPTS)) {
     out[kind] = fs.readFileSync(path.join(HERE, 'pgbench', file), 'utf8').split('\n')
       .filter((l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\'))
       .map((l) => { let n = 0; return l.replace(/(?<!:):[a-z_]+/g, () => `$${++n}`).replace(/;\s*$/, ''); });
   }
   return out;
+}
+
+/**
+ * What the server wraps each request's statements in (row-level security
+ * on, its default): a transaction that takes the request role and sets the
+ * user, pipelined with the statements (one round trip).
+ */
+const REQUEST_TRANSACTION = ['BEGIN', 'SET LOCAL ROLE todo_request', "SELECT set_config('todo.user_id', $1, true)", 'COMMIT'];
+
+/**
+ * A pgbench script's statements wrapped as the server sends them: in a
+ * pipeline (one round trip), in a transaction that takes the request role
+ * and sets the user. Written to `tmp`; returns its path.
+ */
+function wrappedScript(kind, tmp) {
+  const lines = fs.readFileSync(path.join(HERE, 'pgbench', KIND_SCRIPTS[kind]), 'utf8').split('\n');
+  const isSql = (l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\');
+  const out = [
+    ...lines.filter((l) => !isSql(l)),
+    '\\startpipeline',
+    'BEGIN;',
+    'SET LOCAL ROLE todo_request;',
+    "SELECT set_config('todo.user_id', :uid, true);",
+    ...lines.filter(isSql),
+    'COMMIT;',
+    '\\endpipeline',
+  ];
+  const file = path.join(tmp, `rls-${KIND_SCRIPTS[kind]}`);
+  fs.writeFileSync(file, out.join('\n') + '\n');
+  return file;
 }
 // Parameters compared as one: the server reuses $1 where pgbench numbers each
 // :variable anew, and pg_stat_statements shows literals (1, true) as $n too.
@@ -1034,6 +1065,16 @@ async function main() {
     };
     if (want('pg-list')) await wrkPg('pg-list', `list=100`, hsData, `GET /api/tasks?limit=${LIMIT} only, HS256`);
     if (want('pg-mix')) await wrkPg('pg-mix', mixSpec(MIX), hsData, 'realistic mix, HS256 tokens');
+    if (want('pg-mix-rls-off')) {
+      // The same mix through a second instance that does not take the request
+      // role (DB_ROW_LEVEL_SECURITY=off; the bench's role is a superuser, so
+      // no policy applies): what row-level security costs.
+      const off = await startServer({ name: 'pg-rls-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { DB_ROW_LEVEL_SECURITY: 'off' } });
+      resetData(pg, db, lastSeeded);
+      const m = await runWrk({ server: off, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-rls-off' });
+      record(withStatements({ name: 'pg-mix-rls-off', description: 'realistic mix, HS256, row-level security off', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
+      await off.stop();
+    }
     if (want('pg-mix-eddsa')) {
       const fetchesBefore = jwks.fetches;
       await wrkPg('pg-mix-eddsa', mixSpec(MIX), edData, 'realistic mix, EdDSA tokens verified with keys from the JWKS server');
@@ -1162,6 +1203,13 @@ async function main() {
   }
   for (const s of results.scenarios) {
     if (s.errors?.total) out.push(`WARNING: ${s.name} had ${s.errors.total} errors: ${JSON.stringify(s.errors)}${s.by_status ? ' ' + JSON.stringify(s.by_status) : ''}`);
+  }
+  const [on, off] = [find('pg-mix'), find('pg-mix-rls-off')];
+  if (on && off) {
+    const cpu = (r) => r.cpu?.pg_cpu_us_per_req;
+    out.push('');
+    out.push(`Row-level security, pg-mix on vs off: req/s ${fmt(on.rps)} vs ${fmt(off.rps)} (${pct(on.rps / off.rps)}), ` +
+      `PostgreSQL CPU ${fmt(cpu(on))} vs ${fmt(cpu(off))} µs/req (${cpu(off) ? pct(cpu(on) / cpu(off)) : '-'}), p99 ${on.latency_ms?.p99} vs ${off.latency_ms?.p99} ms`);
   }
   const sqlPg = results.scenarios.filter((s) => s.statements && s.tool === 'wrk');
   for (const s of sqlPg) {

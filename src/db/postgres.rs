@@ -14,7 +14,10 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, WeakPool};
-use futures_util::{Stream, TryStreamExt};
+use std::pin::{Pin, pin};
+
+use futures_util::future::{MaybeDone, maybe_done};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::sql::{PgParam, Row, Rows, Stmt, pg_params};
@@ -160,71 +163,94 @@ impl Pg {
     }
 
     /// The rows of `stmt` as they arrive (a user's, or any behind a
-    /// pooler, in a transaction of its own, committed at the end).
+    /// pooler, in a transaction of its own). Everything, the `COMMIT` too,
+    /// is sent in one write; the rows are read as the caller takes them.
+    /// Returns once the first row (or the end) has arrived: the database
+    /// answered.
     pub async fn stream(
         &self,
         caller: Caller<'_>,
         stmt: Stmt,
     ) -> Result<impl Stream<Item = Result<Row, DbError>> + Send + use<>, DbError> {
         let (begin, set_user) = self.opening(caller);
-        let transaction = set_user.is_some() || self.pooled;
-        let set_user = match &set_user {
-            Some(s) => Some((s, pg_params(&s.values)?)),
+        let begin = (set_user.is_some() || self.pooled).then(|| begin.to_owned());
+        let set_user = match set_user {
+            Some(s) => {
+                let params = pg_params(&s.values)?;
+                Some((s, params))
+            }
             None => None,
         };
         let params = pg_params(&stmt.values)?;
-        let conn = self.checkout().await?;
-        let client = conn.client()?;
-        // Prepared once per connection (directly); then cached.
-        let (statement, setter) = match self.pooled {
-            true => (None, None),
-            false => {
-                let setter = match &set_user {
-                    Some((s, p)) => Some(client.prepare_typed_cached(&s.sql, &types(p)).await?),
-                    None => None,
-                };
-                let statement = client
-                    .prepare_typed_cached(&stmt.sql, &types(&params))
-                    .await?;
-                (Some(statement), setter)
-            }
-        };
-        // Three futures polled in order, each sending when first polled.
-        let (begun, user_set, rows) = futures_util::join!(
-            async {
-                match transaction {
-                    true => client.batch_execute(begin).await,
-                    false => Ok(()),
-                }
-            },
-            async {
-                match (&set_user, &setter) {
-                    (Some((_, p)), Some(prepared)) => {
-                        client.query(prepared, &refs(p)).await.map(drop)
+        let (conn, pooled) = (self.checkout().await?, self.pooled);
+        let rows = async_stream::try_stream! {
+            {
+                let client = conn.client()?;
+                // Prepared once per connection (directly); then cached.
+                let (statement, setter) = match pooled {
+                    true => (None, None),
+                    false => {
+                        let setter = match &set_user {
+                            Some((s, p)) => Some(client.prepare_typed_cached(&s.sql, &types(p)).await?),
+                            None => None,
+                        };
+                        let statement = client.prepare_typed_cached(&stmt.sql, &types(&params)).await?;
+                        (Some(statement), setter)
                     }
-                    (Some((s, p)), None) => client.query_typed(&s.sql, &typed(p)).await.map(drop),
-                    (None, _) => Ok(()),
+                };
+                let mut begun = pin!(maybe_done(async {
+                    match &begin {
+                        Some(begin) => client.batch_execute(begin).await,
+                        None => Ok(()),
+                    }
+                }));
+                let mut user_set = pin!(maybe_done(async {
+                    match (&set_user, &setter) {
+                        (Some((_, p)), Some(prepared)) => client.query(prepared, &refs(p)).await.map(drop),
+                        (Some((s, p)), None) => client.query_typed(&s.sql, &typed(p)).await.map(drop),
+                        (None, _) => Ok(()),
+                    }
+                }));
+                let mut rows = pin!(maybe_done(async {
+                    match &statement {
+                        Some(prepared) => client.query_raw(prepared, refs(&params)).await,
+                        None => client.query_typed_raw(&stmt.sql, typed(&params)).await,
+                    }
+                }));
+                let mut commit = pin!(maybe_done(async {
+                    match &begin {
+                        Some(_) => client.batch_execute("COMMIT").await,
+                        None => Ok(()),
+                    }
+                }));
+                // Each sends its request when first polled: in order, one write.
+                let _ = futures_util::poll!(begun.as_mut());
+                let _ = futures_util::poll!(user_set.as_mut());
+                let _ = futures_util::poll!(rows.as_mut());
+                let _ = futures_util::poll!(commit.as_mut());
+                answer(begun).await??;
+                answer(user_set).await??;
+                let rows = answer(rows).await??;
+                let mut rows = pin!(rows);
+                while let Some(row) = rows.try_next().await? {
+                    yield Row::Postgres(row);
                 }
-            },
-            async {
-                match &statement {
-                    Some(prepared) => client.query_raw(prepared, refs(&params)).await,
-                    None => client.query_typed_raw(&stmt.sql, typed(&params)).await,
-                }
-            }
-        );
-        let rows = begun.and(user_set).and(rows)?;
-        Ok(async_stream::try_stream! {
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await? {
-                yield Row::Postgres(row);
-            }
-            if transaction {
-                conn.client()?.batch_execute("COMMIT").await?;
+                // After an error PostgreSQL skipped the rest: this rolled back.
+                answer(commit).await??;
             }
             conn.answered(());
-        })
+        };
+        let mut rows = Box::pin(rows);
+        let first = rows.next().await.transpose()?;
+        Ok(futures_util::stream::iter(first.map(Ok)).chain(rows))
     }
+}
+
+/// The answer of a request already sent (its future polled once).
+async fn answer<F: Future>(mut sent: Pin<&mut MaybeDone<F>>) -> Result<F::Output, DbError> {
+    sent.as_mut().await;
+    sent.take_output()
+        .ok_or_else(|| DbError::bug("an answer taken twice"))
 }
 
 fn types(params: &[PgParam]) -> Vec<Type> {

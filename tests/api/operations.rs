@@ -286,7 +286,7 @@ fn assert_clean(what: &str, text: &str) {
 /// Refused, unknown host, wrong password (in the URL's user info, or as
 /// its `password` query parameter, which sqlx reads too), TLS required by
 /// the client but not offered: each is logged as itself while start-up
-/// retries, the process exits non-zero with that cause on its last line,
+/// retries (a certificate that does not verify stops it at once), the process exits non-zero with that cause on its last line,
 /// `migrate` names it too, and no password is printed anywhere. Once more
 /// in JSON: every line is an object, the last one `exiting` with the cause.
 #[test]
@@ -331,8 +331,8 @@ fn each_start_up_failure_is_named_as_itself() {
             "json",
         ),
         // A certificate this client does not trust: the shared server's own
-        // (only a handshake is attempted), or "does not support TLS" where
-        // it has none; TLS either way.
+        // (only a handshake is attempted; start-up stops at once naming
+        // sslrootcert), or "does not support TLS" where it has none.
         (
             format!(
                 "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/postgres?sslmode=verify-full",
@@ -359,6 +359,21 @@ fn each_start_up_failure_is_named_as_itself() {
                     assert!(last["error"].as_str().unwrap().contains(cause), "{last}");
                 }
                 assert!(!status.success(), "{cause}: {status}\n{text}");
+                if text.contains("certificate does not verify") {
+                    // An untrusted certificate is not transient: start-up
+                    // stops at once and says which setting to change.
+                    assert!(
+                        !text.contains("database not reachable yet"),
+                        "{cause}: retried a certificate failure:\n{text}"
+                    );
+                    let last = log.last().unwrap();
+                    assert!(last.contains("sslrootcert"), "{cause}: last line {last:?}");
+                    assert_clean(cause, &text);
+                    let (status, _, stderr) = migrate(dir.path(), url);
+                    assert!(!status.success(), "{cause}: migrate {status}\n{stderr}");
+                    assert!(stderr.contains("sslrootcert"), "{cause}: migrate\n{stderr}");
+                    return;
+                }
                 let retried: Vec<&String> = log
                     .iter()
                     .filter(|l| l.contains("database not reachable yet"))
