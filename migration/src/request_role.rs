@@ -7,9 +7,9 @@
 //! [`ENSURE`] runs after the migrations at every start-up, in their
 //! transaction: it creates the role if it can (a role with `CREATEROLE`,
 //! as Neon's default one), grants it what it lacks, and makes the
-//! migrating role a member (so it may take it). Where it cannot, it leaves
-//! a warning and goes on: start-up's check (`DB_ROW_LEVEL_SECURITY`) says
-//! what is missing, and an administrator may create the role later.
+//! migrating role a member (so it may take it). Where it cannot, it goes
+//! on quietly (a `DEBUG` notice): start-up's check (`DB_ROW_LEVEL_SECURITY`)
+//! says what is missing, and an administrator may create the role later.
 
 /// The role requests take.
 pub const REQUEST_ROLE: &str = "todo_request";
@@ -29,6 +29,7 @@ DO $ensure$
 DECLARE
     tbl text;
     seq text := pg_get_serial_sequence('tasks', 'id');
+    may_take boolean;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'todo_request') THEN
         BEGIN
@@ -52,9 +53,17 @@ BEGIN
     IF seq IS NOT NULL AND NOT has_sequence_privilege('todo_request', seq, 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO todo_request', seq);
     END IF;
-    IF NOT pg_has_role(current_user, 'todo_request', 'MEMBER') THEN
+    -- PostgreSQL 16 splits membership into ADMIN, INHERIT and SET: the
+    -- creator of a role holds it with ADMIN only, and SET ROLE needs SET.
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        may_take := pg_has_role(current_user, 'todo_request', 'SET');
+    ELSE
+        may_take := pg_has_role(current_user, 'todo_request', 'MEMBER');
+    END IF;
+    IF NOT may_take THEN
         BEGIN
-            EXECUTE format('GRANT todo_request TO %I', current_user);
+            EXECUTE format('GRANT todo_request TO %I', current_user)
+                || CASE WHEN current_setting('server_version_num')::int >= 160000 THEN ' WITH SET TRUE' ELSE '' END;
         EXCEPTION
             WHEN insufficient_privilege OR invalid_grant_operation THEN
                 RAISE DEBUG '% may not grant itself role todo_request', current_user;
