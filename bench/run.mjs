@@ -28,7 +28,7 @@ const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
   'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'pg-list-1000', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
+  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -480,8 +480,10 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
-async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label }) {
-  const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${wrappedScript(k, tmp)}@${w}`]).flat();
+async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label, minimal = false }) {
+  // `minimal`: the lower ceiling, bench/pgbench/minimal/ as they are (no transaction, no role).
+  const script = (k) => (minimal ? path.join(HERE, 'pgbench', 'minimal', KIND_SCRIPTS[k]) : wrappedScript(k, tmp));
+  const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${script(k)}@${w}`]).flat();
   const vars = {
     users: N_USERS, tasks: N_TASKS, base, uid_base: UID_BASE.toString(), limit: LIMIT, one: 1, now: 'now',
     title: 'Bench task', description: 'Created by the todo-api benchmark', completed: 'false', newtitle: 'Renamed task', maxtasks: 10000,
@@ -598,8 +600,10 @@ function wrappedScript(kind, tmp) {
 }
 // Parameters compared as one: the server reuses $1 where pgbench numbers each
 // :variable anew, and pg_stat_statements shows literals (1, true) as $n too.
+// NULL too: a write's `If-Match` is a parameter the server sends as NULL,
+// written NULL in the scripts (a pgbench variable cannot be NULL).
 const normSql = (q) => q.replace(/\s+/g, ' ').replace(/;\s*$/, '')
-  .replace(/\$\d+(::\w+)?/g, '$').replace(/(?<![\w$.])(\d+|true|false)(?![\w.])/g, '$').trim();
+  .replace(/(?<![\w$.])(\d+|true|false|NULL)(?![\w.])/g, '$').replace(/\$\d*(::\w+)?/g, '$').trim();
 
 function labelStatements(stats, requests) {
   const mine = pgbenchStatements();
@@ -894,13 +898,13 @@ async function startupScenario({ auth, tmp }) {
 }
 
 /** GET one page of `limit` tasks on a kept-alive connection; ms to the last byte, and the body's size. */
-function timedGet(agent, server, token, urlPath) {
+function timedGet(agent, server, token, urlPath, headers = {}) {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const req = http.get(server.base + urlPath, { agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+    const req = http.get(server.base + urlPath, { agent, headers: { authorization: `Bearer ${token}`, ...headers } }, (res) => {
       let bytes = 0;
       res.on('data', (d) => { bytes += d.length; });
-      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6, bytes }));
+      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6, bytes, etag: res.headers.etag }));
     });
     req.on('error', reject);
   });
@@ -943,6 +947,72 @@ async function longListScenario({ server, secret, edKeys }) {
   } finally {
     agent.destroy();
   }
+}
+
+/** `requests` sequential GETs of `urlPath` (headers per request from `headersFor(i)`): client ms and the server's CPU. */
+async function sequentialGets({ server, token, urlPath, requests, headersFor = () => ({}), status, tokenFor }) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    for (let i = 0; i < 20; i++) await timedGet(agent, server, tokenFor ? tokenFor(i) : token, urlPath, headersFor(i));
+    const times = [];
+    const cpuBefore = cpuSeconds(server.pid);
+    for (let i = 0; i < requests; i++) {
+      const r = await timedGet(agent, server, tokenFor ? tokenFor(i) : token, urlPath, headersFor(i));
+      if (r.status !== status) throw new Error(`GET ${urlPath} answered ${r.status}, not ${status}`);
+      times.push(r.ms);
+    }
+    const serverCpuUs = ((cpuSeconds(server.pid) - cpuBefore) * 1e6) / requests;
+    const sorted = [...times].sort((a, b) => a - b);
+    return { requests, server_cpu_us_per_request: round(serverCpuUs, 0), median_ms: round(percentile(sorted, 50), 2), p90_ms: round(percentile(sorted, 90), 2) };
+  } finally {
+    agent.destroy();
+  }
+}
+
+/**
+ * A list of 20 tasks answered 200, then the same lists answered 304 from
+ * each user's version (`If-None-Match` with the tag of the 200), one
+ * request at a time over 50 users: the server's CPU per request of each.
+ */
+async function notModifiedScenario({ server, users }) {
+  const some = users.slice(0, 50);
+  const urlPath = '/api/tasks?limit=20';
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const tags = [];
+  try {
+    for (const u of some) tags.push((await timedGet(agent, server, u.hs256, urlPath)).etag);
+  } finally {
+    agent.destroy();
+  }
+  const requests = 2000;
+  const tokenFor = (i) => some[i % some.length].hs256;
+  const full = await sequentialGets({ server, urlPath, requests, status: 200, tokenFor });
+  const cached = await sequentialGets({ server, urlPath, requests, status: 304, tokenFor, headersFor: (i) => ({ 'if-none-match': tags[i % some.length] }) });
+  return { list_200: full, list_304: cached, cpu_ratio: round(cached.server_cpu_us_per_request / full.server_cpu_us_per_request, 3) };
+}
+
+/**
+ * One user with 10,000 tasks (written straight into the database, versions
+ * 1..10,000), then 10 toggles through the API: the feed's "10 changes since
+ * a cursor", 200 times one after another.
+ */
+async function feedScenario({ pg, db, server, secret, edKeys }) {
+  const [user] = makeUsersFrom(UID_BASE + 888_888n, 1, secret, edKeys);
+  const n = 10_000;
+  psql(pg.url(db), `INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, version)
+    SELECT '${user.sub}', 'Feed task ' || g, NULL, false, now(), now(), g FROM generate_series(1, ${n}) AS g`);
+  psql(pg.url(db), `INSERT INTO task_lists (user_id, task_count, version) VALUES ('${user.sub}', ${n}, ${n})`);
+  psql(pg.url(db), 'VACUUM (ANALYZE) tasks');
+  const first = await api(server, user.hs256, 'GET', '/api/tasks?limit=10');
+  for (const t of first.body) {
+    const r = await api(server, user.hs256, 'PATCH', `/api/tasks/${t.id}/complete`);
+    if (r.status !== 200) throw new Error(`feed scenario: toggle answered ${r.status}`);
+  }
+  const urlPath = `/api/tasks/changes?since=${n}`;
+  const check = await api(server, user.hs256, 'GET', urlPath);
+  if (check.body?.changes?.length !== 10) throw new Error(`feed scenario: ${JSON.stringify(check.body).slice(0, 200)}`);
+  const r = await sequentialGets({ server, token: user.hs256, urlPath, requests: 200, status: 200 });
+  return { tasks: n, changes: 10, ...r };
 }
 
 async function main() {
@@ -1093,13 +1163,14 @@ async function main() {
     }
     for (const clients of PGBENCH_CLIENTS) {
       const suffix = clients === PGBENCH_CLIENTS[0] ? '' : `-c${clients}`;
-      const pgb = async (name, mix, description) => {
+      const pgb = async (name, mix, description, minimal = false) => {
         resetData(pg, db, lastSeeded);
-        const m = await runPgbench({ pg, db, mix, clients, duration: DURATION, base, tmp, label: name });
+        const m = await runPgbench({ pg, db, mix, clients, duration: DURATION, base, tmp, label: name, minimal });
         record(withStatements({ name, description, mix: mixSpec(mix), ...(await m(pgCtx())) }));
       };
       if (want('pgbench-list')) await pgb(`pgbench-list${suffix}`, { list: 100 }, `the list statement alone, pgbench -M prepared -c ${clients}`);
       if (want('pgbench-mix')) await pgb(`pgbench-mix${suffix}`, MIX, `the mix's statements with its weights, pgbench -M prepared -c ${clients}`);
+      if (want('pgbench-minimal-mix')) await pgb(`pgbench-minimal-mix${suffix}`, MIX, `the least SQL a Todo backend could send for the mix (bench/pgbench/minimal), pgbench -M prepared -c ${clients}`, true);
     }
     if (want('callgrind')) {
       resetData(pg, db, lastSeeded);
@@ -1110,6 +1181,14 @@ async function main() {
       // Last: its rows are not the seeded ones (the resets above would delete them).
       results.list_1000_pg = await longListScenario({ server, secret, edKeys });
       log(`pg-list-1000: median ${results.list_1000_pg.median_ms} ms, server CPU ${results.list_1000_pg.server_cpu_ms_per_request} ms per request`);
+    }
+    if (want('pg-list-304')) {
+      results.list_304 = await notModifiedScenario({ server, users });
+      log(`pg-list-304: server CPU ${results.list_304.list_304.server_cpu_us_per_request} µs (304) vs ${results.list_304.list_200.server_cpu_us_per_request} µs (200) per request`);
+    }
+    if (want('pg-feed-10k')) {
+      results.feed_10k = await feedScenario({ pg, db, server, secret, edKeys });
+      log(`pg-feed-10k: median ${results.feed_10k.median_ms} ms, server CPU ${results.feed_10k.server_cpu_us_per_request} µs per request`);
     }
     results.server_log_bytes_pg = fs.statSync(server.logFile).size;
     await server.stop();
@@ -1197,12 +1276,26 @@ async function main() {
   for (const [db, r] of [['PostgreSQL', results.list_1000_pg], ['SQLite', results.list_1000_sqlite]]) {
     if (r) out.push(`List of ${r.tasks} tasks, ${db}, one request at a time (${r.body_bytes} bytes): client time to last byte median ${r.median_ms} ms, p90 ${r.p90_ms} ms; server CPU ${r.server_cpu_ms_per_request} ms per request`);
   }
+  if (results.list_304) {
+    const r = results.list_304;
+    out.push(`List of 20, one request at a time: 304 (If-None-Match) ${r.list_304.server_cpu_us_per_request} µs vs 200 ${r.list_200.server_cpu_us_per_request} µs of server CPU per request (${pct(r.cpu_ratio)}); client median ${r.list_304.median_ms} vs ${r.list_200.median_ms} ms`);
+  }
+  if (results.feed_10k) {
+    const r = results.feed_10k;
+    out.push(`Changes feed, ${r.changes} changes since a cursor, user with ${fmt(r.tasks)} tasks: client median ${r.median_ms} ms, p90 ${r.p90_ms} ms; server CPU ${r.server_cpu_us_per_request} µs per request`);
+  }
   if (results.callgrind) {
     out.push('');
     out.push('Server instructions per request (callgrind): ' + Object.entries(results.callgrind.instructions_per_request).map(([k, v]) => `${k} ${fmt(v)}`).join(', '));
   }
   for (const s of results.scenarios) {
     if (s.errors?.total) out.push(`WARNING: ${s.name} had ${s.errors.total} errors: ${JSON.stringify(s.errors)}${s.by_status ? ' ' + JSON.stringify(s.by_status) : ''}`);
+  }
+  const [mix, ours, least] = [find('pg-mix'), find('pgbench-mix'), find('pgbench-minimal-mix')];
+  if (mix && (ours || least)) {
+    const share = (ref) => (ref ? `${pct(mix.rps / ref.rps)} of ${ref.name} (${fmt(ref.rps)} tx/s, p99 ${ref.latency_ms?.p99} ms)` : '-');
+    out.push('');
+    out.push(`pg-mix ${fmt(mix.rps)} req/s, p99 ${mix.latency_ms?.p99} ms: ${share(ours)} [our SQL's ceiling]; ${share(least)} [the minimal SQL's ceiling]`);
   }
   const [on, off] = [find('pg-mix'), find('pg-mix-rls-off')];
   if (on && off) {

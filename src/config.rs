@@ -37,6 +37,8 @@ pub struct Settings {
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
+    pub sync: SyncSettings,
+    #[command(flatten)]
     pub operations: Operations,
 }
 
@@ -211,6 +213,28 @@ pub struct Limits {
     /// Requests per second per user, bursts of twice that; 0 is off
     #[arg(long, env = "RATE_LIMIT_PER_USER", default_value = "0", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub rate_limit_per_user: u32,
+}
+
+/// Versions, conditional requests and the changes feed.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Sync")]
+pub struct SyncSettings {
+    /// true: PUT, PATCH /complete and DELETE without If-Match are 428 precondition_required
+    #[arg(long, env = "REQUIRE_IF_MATCH", default_value = "false", action = clap::ArgAction::Set)]
+    pub require_if_match: bool,
+    /// Days the changes feed remembers deletes; an older cursor is 410 cursor_expired
+    #[arg(long, env = "TOMBSTONE_RETENTION_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub tombstone_retention_days: u32,
+}
+
+impl SyncSettings {
+    /// The oldest delete the feed still remembers, at `now`.
+    pub fn tombstones_kept_from(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::days(i64::from(self.tombstone_retention_days))
+    }
 }
 
 #[derive(Args, Clone, Debug)]

@@ -25,18 +25,26 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
+    /// Present on 412 only: the task as it is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::models::output::TaskOut>, nullable = false)]
+    pub task: Option<serde_json::Value>,
 }
 
 /// Every `code` an error body can carry (the schema of `ErrorBody.code`):
-/// 400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`;
-/// 404 `not_found`; 405 `method_not_allowed`; 408 `request_timeout`;
-/// 409 `idempotency_conflict` or `task_limit_reached`; 413 `payload_too_large`;
-/// 415 `unsupported_media_type`; 422 `validation_error`; 429 `too_many_requests`;
-/// 500 `internal_error`; 503 `service_unavailable`.
+/// 400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`; 404 `not_found`; 405 `method_not_allowed`;
+/// 408 `request_timeout`; 409 `idempotency_conflict` or `task_limit_reached`;
+/// 410 `cursor_expired`; 412 `precondition_failed`; 413 `payload_too_large`;
+/// 415 `unsupported_media_type`; 422 `validation_error`; 428
+/// `precondition_required`; 429 `too_many_requests`; 500 `internal_error`;
+/// 503 `service_unavailable`.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case", example = "not_found")]
 pub enum ErrorCode {
     InvalidJson,
+    CursorExpired,
+    PreconditionFailed,
+    PreconditionRequired,
     NotAuthenticated,
     InvalidToken,
     NotFound,
@@ -84,6 +92,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("malformed JSON: {0}")]
     BadJson(String),
+    #[error("the task is not at the version the request expected")]
+    PreconditionFailed(Box<crate::models::output::TaskOut>),
+    #[error("writes must carry If-Match")]
+    PreconditionRequired,
+    #[error("the cursor cannot be answered")]
+    CursorExpired,
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("unsupported media type")]
@@ -132,6 +146,9 @@ impl ApiError {
             ApiError::TaskNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::CursorExpired => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -152,6 +169,9 @@ impl ApiError {
             ApiError::TaskNotFound | ApiError::RouteNotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadJson(_) => "invalid_json",
+            ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::PreconditionRequired => "precondition_required",
+            ApiError::CursorExpired => "cursor_expired",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_error",
@@ -174,6 +194,15 @@ impl ApiError {
             ApiError::RouteNotFound => "Not found".into(),
             ApiError::MethodNotAllowed => "Method not allowed".into(),
             ApiError::BadJson(why) => format!("Request body is not valid JSON: {why}"),
+            ApiError::PreconditionFailed(_) => {
+                "The task was changed since you read it; this is its current state".into()
+            }
+            ApiError::PreconditionRequired => {
+                "This write needs an If-Match header with the task's ETag".into()
+            }
+            ApiError::CursorExpired => {
+                "This cursor is too old or unknown; reload the list and continue from its cursor".into()
+            }
             ApiError::PayloadTooLarge => {
                 format!("Request body is larger than {} KiB", BODY_LIMIT / 1024)
             }
@@ -265,6 +294,9 @@ impl IntoResponse for ApiError {
             | ApiError::IdempotencyConflict(IdempotencyConflict::InProgress) => {
                 Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
             }
+            ApiError::PreconditionFailed(task) => {
+                Some((header::ETAG, crate::preconditions::task_tag(task.version)))
+            }
             ApiError::TooManyRequests(Refused { retry_after, .. }) => Some((
                 header::RETRY_AFTER,
                 // Whole seconds, rounded up, at least 1.
@@ -277,6 +309,10 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             detail: self.detail(),
             code: self.code().to_owned(),
+            task: match &self {
+                ApiError::PreconditionFailed(task) => serde_json::to_value(task).ok(),
+                _ => None,
+            },
             errors: match self {
                 ApiError::Validation(errors) => Some(errors),
                 _ => None,

@@ -92,6 +92,9 @@ pub struct StoredResponse {
     pub location: Option<String>,
     /// The task the first request created.
     pub task_id: Option<i64>,
+    /// Its version then (the replay's `ETag`); unknown for keys of releases
+    /// before versions.
+    pub task_version: Option<i64>,
 }
 
 /// What an earlier request with the same key means for this one.

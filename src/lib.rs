@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod preconditions;
 pub mod readiness;
 pub mod routes;
 mod row_security;
@@ -111,7 +112,12 @@ impl App {
     pub async fn start(&self) -> Result<(), StartupError> {
         startup::start(&self.settings.database, &self.db).await?;
         let rate_limited = self.settings.limits.rate_limit_per_user > 0;
-        upkeep::spawn(self.db.clone(), Arc::clone(&self.limits), rate_limited);
+        upkeep::spawn(
+            self.db.clone(),
+            Arc::clone(&self.limits),
+            rate_limited,
+            self.settings.sync.clone(),
+        );
         Ok(())
     }
 

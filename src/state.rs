@@ -16,6 +16,7 @@ pub struct AppState {
     store: StoreConfig,
     verifier: Arc<Verifier>,
     limits: Arc<UserLimits>,
+    require_if_match: bool,
 }
 
 impl AppState {
@@ -24,13 +25,20 @@ impl AppState {
             store: StoreConfig {
                 db,
                 max_tasks: settings.limits.max_tasks_per_user,
+                sync: settings.sync.clone(),
                 in_flight_keys: Arc::new(InFlight::default()),
                 #[cfg(debug_assertions)]
                 without_owner_filter: settings.database.test_only_without_owner_filter,
             },
             verifier: Arc::new(verifier),
             limits: UserLimits::new(&settings.limits),
+            require_if_match: settings.sync.require_if_match,
         }
+    }
+
+    /// `REQUIRE_IF_MATCH`: a write without `If-Match` is 428.
+    pub(crate) fn require_if_match(&self) -> bool {
+        self.require_if_match
     }
 
     pub(crate) fn verifier(&self) -> &Verifier {

@@ -7,4 +7,4 @@
 \set u random(0, :users - 1)
 \set uid :uid_base + :u
 \set id :base + :u * :tasks + random(0, :tasks - 1)
-SELECT id, user_id, title, description, completed, created_at, updated_at FROM tasks WHERE user_id = :uid AND id = :id;
+SELECT id, user_id, title, description, completed, created_at, updated_at, version FROM tasks WHERE user_id = :uid AND id = :id;

@@ -13,6 +13,7 @@ mod m20261129_000002_idempotency_keys_and_probe;
 mod m20261130_000003_create_task_function;
 mod m20261204_000004_task_lists;
 mod m20261204_000005_row_level_security;
+mod m20261205_000006_versions;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_create_task_function::Migration),
             Box::new(m20261204_000004_task_lists::Migration),
             Box::new(m20261204_000005_row_level_security::Migration),
+            Box::new(m20261205_000006_versions::Migration),
         ]
     }
 }

@@ -1,7 +1,11 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
-use crate::request_role::{USER_SETTING, USER_TABLES};
+use crate::request_role::USER_SETTING;
+
+/// The tables with user data when this migration was written (later ones
+/// get their policies in their own migrations).
+const USER_TABLES: [&str; 3] = ["tasks", "task_lists", "idempotency_keys"];
 
 /// PostgreSQL checks isolation itself: row-level security, enabled and
 /// `FORCE`d (so it binds the tables' owner too, unless it bypasses RLS),

@@ -18,7 +18,7 @@ pub const REQUEST_ROLE: &str = "todo_request";
 pub const USER_SETTING: &str = "todo.user_id";
 
 /// The tables that hold user data (each has `user_id`).
-pub const USER_TABLES: [&str; 3] = ["tasks", "task_lists", "idempotency_keys"];
+pub const USER_TABLES: [&str; 4] = ["tasks", "task_lists", "idempotency_keys", "task_tombstones"];
 
 /// Idempotent; grants only what is missing (a `GRANT` rewrites the table's
 /// catalogue row, and every instance runs this at start-up). Roles are the
@@ -44,7 +44,7 @@ BEGIN
     IF NOT has_schema_privilege('todo_request', current_schema(), 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %I TO todo_request', current_schema());
     END IF;
-    FOREACH tbl IN ARRAY ARRAY['tasks', 'task_lists', 'idempotency_keys'] LOOP
+    FOREACH tbl IN ARRAY ARRAY['tasks', 'task_lists', 'idempotency_keys', 'task_tombstones'] LOOP
         IF NOT (has_table_privilege('todo_request', tbl, 'SELECT') AND has_table_privilege('todo_request', tbl, 'INSERT')
                 AND has_table_privilege('todo_request', tbl, 'UPDATE') AND has_table_privilege('todo_request', tbl, 'DELETE')) THEN
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.%I TO todo_request', current_schema(), tbl);

@@ -55,7 +55,7 @@ enum Engine {
     Sqlite(sqlite::Lite),
 }
 
-type RowStream = Pin<Box<dyn Stream<Item = Result<Row, DbError>> + Send>>;
+pub type RowStream = Pin<Box<dyn Stream<Item = Result<Row, DbError>> + Send>>;
 
 impl Db {
     /// A pool that connects on first use: the server listens before the

@@ -45,12 +45,15 @@ pub fn with_layers(routes: Router, server: &ServerSettings) -> Router {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static(crate::idempotency::HEADER),
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
         ])
         .allow_credentials(true)
         .expose_headers([
             HeaderName::from_static("x-total-count"),
             header::LOCATION,
             header::RETRY_AFTER,
+            header::ETAG,
             request_id.clone(),
         ])
         .max_age(Duration::from_secs(600));

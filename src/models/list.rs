@@ -68,6 +68,20 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    /// What the query asks, as text: equal for queries that ask the same
+    /// (`status=pending` and `completed=false`, defaults given or not).
+    pub fn canonical(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.completed_filter(),
+            self.q.as_deref().filter(|q| !q.is_empty()),
+            self.sort.unwrap_or_default(),
+            self.order.unwrap_or_default(),
+            self.limit,
+            self.offset.filter(|&o| o > 0),
+        )
+    }
+
     /// The completion filter that `status` and `completed` ask for together
     /// (`None`: no filter). Both given and contradicting: nothing matches.
     pub fn completed_filter(&self) -> CompletedFilter {
@@ -165,7 +179,7 @@ fn named<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
 }
 
 /// Plain ASCII digits only (no sign, no spaces), within SQL's signed 64-bit range.
-fn whole_number(value: &str) -> Option<u64> {
+pub(crate) fn whole_number(value: &str) -> Option<u64> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -2,6 +2,7 @@
 //! request/response types (what crosses the wire), kept apart so neither
 //! leaks into the other.
 
+pub mod changes;
 pub mod idempotency_key;
 pub mod input;
 pub mod invalid;

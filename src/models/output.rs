@@ -27,6 +27,10 @@ pub struct TaskOut {
     #[serde(serialize_with = "rfc3339_micros")]
     #[schema(value_type = String, format = DateTime, example = "2026-01-18T10:00:00.123456Z")]
     pub updated_at: DateTime<Utc>,
+    /// The user's version at this task's last write: moves on every write
+    /// of it, and is its `ETag`.
+    #[schema(example = 43, minimum = 1)]
+    pub version: i64,
 }
 
 impl From<task::Model> for TaskOut {
@@ -39,11 +43,31 @@ impl From<task::Model> for TaskOut {
             completed: m.completed,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            version: m.version,
         }
     }
 }
 
 impl TaskOut {
+    /// The task of the document's examples.
+    pub fn example() -> TaskOut {
+        use chrono::TimeZone;
+        let at = Utc
+            .timestamp_micros(1_768_730_400_123_456)
+            .single()
+            .unwrap_or_default();
+        TaskOut {
+            id: 17,
+            user_id: "Kx3b9Qe2mZ".into(),
+            title: "Buy milk".into(),
+            description: None,
+            completed: false,
+            created_at: at,
+            updated_at: at,
+            version: 43,
+        }
+    }
+
     /// The task as a JSON response body.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain strings, numbers and booleans into memory cannot fail.
@@ -55,6 +79,37 @@ impl TaskOut {
 /// the same instant the same way.
 fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+/// One entry of the changes feed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ChangeOut {
+    /// The task was created or changed: its latest state.
+    Upsert {
+        #[schema(example = 43)]
+        version: i64,
+        task: TaskOut,
+    },
+    /// The task was deleted.
+    Delete {
+        #[schema(example = 44)]
+        version: i64,
+        #[schema(example = 18)]
+        id: i64,
+    },
+}
+
+/// A page of the changes feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangesOut {
+    /// Ascending by version; each task at most once.
+    pub changes: Vec<ChangeOut>,
+    /// Where to ask next (`since`); opaque.
+    #[schema(example = "44")]
+    pub cursor: String,
+    /// More changes wait: ask again at once with `cursor`.
+    pub has_more: bool,
 }
 
 /// Body of a successful `DELETE`.
@@ -88,6 +143,7 @@ mod tests {
             completed: false,
             created_at: Utc.timestamp_micros(1_795_000_000_123_456).unwrap(),
             updated_at: Utc.with_ymd_and_hms(2026, 1, 18, 10, 0, 0).unwrap(),
+            version: 3,
         };
         let json: serde_json::Value = serde_json::from_slice(&task.to_json()).unwrap();
         assert_eq!(json["created_at"], "2026-11-18T11:06:40.123456Z");

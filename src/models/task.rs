@@ -14,6 +14,8 @@ pub struct Model {
     pub completed: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The user's version at the task's last write; indexed with `user_id`.
+    pub version: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

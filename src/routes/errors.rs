@@ -40,6 +40,8 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotentTaskDeleted => {
                 ApiError::IdempotencyConflict(IdempotencyConflict::TaskDeleted)
             }
+            StoreError::Stale(task) => ApiError::PreconditionFailed(Box::new((*task).into())),
+            StoreError::CursorExpired => ApiError::CursorExpired,
         }
     }
 }
@@ -88,6 +90,27 @@ fn invalid(field: &str, message: &str) -> (&'static str, Value) {
 }
 
 const RETRY_AFTER: &str = "Retry-After";
+
+/// A 412 as the API sends it, for the example task.
+fn stale() -> (&'static str, Value) {
+    let body = json!({
+        "detail": "The task was changed since you read it; this is its current state",
+        "code": "precondition_failed",
+        "task": crate::models::output::TaskOut::example(),
+    });
+    ("precondition_failed", body)
+}
+
+/// 304: the representation the client holds is current.
+fn not_modified(what: &str) -> (String, RefOr<Response>) {
+    let etag = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .description(Some("The current entity tag"));
+    let response = ResponseBuilder::new()
+        .description(format!("`If-None-Match` names the current {what}: no body"))
+        .header("ETag", etag.build());
+    ("304".to_owned(), response.build().into())
+}
 
 macro_rules! responses {
     ($($(#[$doc:meta])* $name:ident => [$($response:expr),* $(,)?];)*) => {$(
@@ -151,6 +174,35 @@ responses! {
         &[invalid("limit", "must be a whole number from 1 to 1000")],
         None,
     )];
+    /// 412 and 428: a write of one task (`If-Match`).
+    WriteConditions => [
+        error(
+            412,
+            "`If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too)",
+            &[stale()],
+            Some(("ETag", Type::String, "The task's current entity tag")),
+        ),
+        error(
+            428,
+            "`REQUIRE_IF_MATCH=true` and the write has no `If-Match`",
+            &[body("precondition_required", "This write needs an If-Match header with the task's ETag")],
+            None,
+        ),
+    ];
+    /// 304: reading one task.
+    TaskNotModified => [not_modified("task")];
+    /// 304: a listing.
+    ListNotModified => [not_modified("answer to this query (the caller has made no write since)")];
+    /// 410 and 422: the changes feed.
+    FeedCursor => [
+        error(
+            410,
+            "The cursor is older than the tombstones kept (`TOMBSTONE_RETENTION_DAYS`) or ahead of the caller's version: reload from `since=0`",
+            &[body("cursor_expired", "This cursor is too old or unknown; reload the list and continue from its cursor")],
+            None,
+        ),
+        error(422, "`since` or `limit` is invalid; `errors` names it", &[invalid("since", "must be a cursor this API returned (a whole number, 0 or more)")], None),
+    ];
     /// 400, 408, 413, 415 and 422: an operation with a JSON body (a task's fields).
     JsonBody => [
         error(400, "The body is not valid JSON", &[body("invalid_json", "Request body is not valid JSON: key must be a string at line 1 column 2")], None),
@@ -215,6 +267,12 @@ mod tests {
             }),
             ApiError::internal("SELECT ..."),
             ApiError::unavailable("connection refused"),
+            ApiError::PreconditionFailed(Box::new(crate::models::output::TaskOut::example())),
+            ApiError::PreconditionRequired,
+            ApiError::CursorExpired,
+            crate::models::changes::FeedQuery::parse(Some("since=x"))
+                .unwrap_err()
+                .into(),
         ];
         // No wildcard: a new kind of error fails to compile here until it is
         // added above (and its code to `ErrorCode`).
@@ -225,6 +283,9 @@ mod tests {
                 | ApiError::RouteNotFound
                 | ApiError::MethodNotAllowed
                 | ApiError::BadJson(_)
+                | ApiError::PreconditionFailed(_)
+                | ApiError::PreconditionRequired
+                | ApiError::CursorExpired
                 | ApiError::PayloadTooLarge
                 | ApiError::UnsupportedMediaType
                 | ApiError::Validation(_)
@@ -277,7 +338,7 @@ mod tests {
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 for (status, response) in op["responses"].as_object().unwrap() {
-                    if status.starts_with('2') {
+                    if status.starts_with('2') || status.starts_with('3') {
                         continue;
                     }
                     let content = &response["content"]["application/json"];

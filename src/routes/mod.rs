@@ -2,6 +2,7 @@
 //! registered together with its OpenAPI entry, so the document cannot list a
 //! route that does not exist or miss one that does.
 
+mod changes;
 mod docs;
 mod errors;
 mod extract;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(tasks::routes())
+        .merge(changes::routes())
         .merge(health::routes())
 }
 

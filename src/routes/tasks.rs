@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::errors::{
-    BadQuery, CompleteBody, CreateConflict, JsonBody, NoSuchTask, TooManyRequests, Unauthorized,
-    Unavailable, Unexpected,
+    BadQuery, CompleteBody, CreateConflict, JsonBody, ListNotModified, NoSuchTask, TaskNotModified,
+    TooManyRequests, Unauthorized, Unavailable, Unexpected, WriteConditions,
 };
 use super::extract::{JsonObject, TaskId};
 use crate::error::{ApiError, FieldError};
@@ -22,6 +22,7 @@ use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
 use crate::models::list::ListQuery;
 use crate::models::output::{DeletedOut, TaskOut};
 use crate::models::task;
+use crate::preconditions::{self, Condition, WriteCondition};
 use crate::state::AppState;
 use crate::store::{Created, UserTasks, location};
 
@@ -38,18 +39,42 @@ pub fn routes() -> OpenApiRouter<AppState> {
     get,
     path = "/api/tasks",
     tag = "tasks",
-    params(ListQuery),
+    params(ListQuery, (
+        "If-None-Match" = Option<String>,
+        Header,
+        description = "The `ETag` of an earlier answer to the same query: 304 while the caller has made no write since",
+        nullable = false
+    )),
     responses((
         status = 200,
         description = "The caller's matching tasks (a plain array)",
         body = [TaskOut],
-        headers(("X-Total-Count" = u64, description = "Matching tasks before limit/offset"))
-    ), BadQuery, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+        headers(
+            ("X-Total-Count" = u64, description = "Matching tasks before limit/offset"),
+            ("ETag" = String, description = "This answer's entity tag (the caller's version and the query)")
+        )
+    ), ListNotModified, BadQuery, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
-pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn list_tasks(
+    tasks: UserTasks,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let query = ListQuery::parse(raw.as_deref())?;
+    // Answered from the user's version alone, without reading tasks.
+    if let Some(condition) = Condition::from_headers(&headers, header::IF_NONE_MATCH) {
+        let held = condition.list_versions(tasks.owner(), &query);
+        if condition == Condition::Any || !held.is_empty() {
+            let version = tasks.version().await?;
+            if condition == Condition::Any || held.contains(&version) {
+                let tag = preconditions::list_tag(version, tasks.owner(), &query);
+                return Ok(not_modified(preconditions::tag(&tag)));
+            }
+        }
+    }
     let listing = tasks.list(&query).await?;
+    let etag = preconditions::list_tag(listing.version, tasks.owner(), &query);
     // A page of at most `WHOLE_PAGE_LIMIT` tasks (the frontend's usual
     // request) is read whole: one write with a Content-Length, and the
     // database connection goes back at once. Longer lists are streamed.
@@ -67,10 +92,16 @@ pub async fn list_tasks(tasks: UserTasks, RawQuery(raw): RawQuery) -> Result<Res
                 header::HeaderName::from_static("x-total-count"),
                 HeaderValue::from(listing.total),
             ),
+            (header::ETAG, preconditions::tag(&etag)),
         ],
         body,
     )
         .into_response())
+}
+
+/// 304 with the current tag.
+fn not_modified(etag: HeaderValue) -> Response {
+    (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
 }
 
 /// A task as a response body.
@@ -79,10 +110,13 @@ pub struct TaskJson(task::Model);
 impl IntoResponse for TaskJson {
     fn into_response(self) -> Response {
         (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::ETAG, preconditions::task_tag(self.0.version)),
+            ],
             TaskOut::from(self.0).to_json(),
         )
             .into_response()
@@ -158,7 +192,10 @@ fn json_array(rows: impl Stream<Item = Result<task::Model, DbError>> + Send + 's
         status = 201,
         description = "Created",
         body = TaskOut,
-        headers(("Location" = String, description = "/api/tasks/{id} of the new task"))
+        headers(
+            ("Location" = String, description = "/api/tasks/{id} of the new task"),
+            ("ETag" = String, description = "The task's entity tag")
+        )
     ), JsonBody, CreateConflict, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
@@ -206,6 +243,10 @@ pub async fn create_task(
             if let Some(location) = first.location.and_then(|l| HeaderValue::try_from(l).ok()) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
+            if let Some(version) = first.task_version {
+                let etag = preconditions::task_tag(version);
+                response.headers_mut().insert(header::ETAG, etag);
+            }
             Ok(response)
         }
     }
@@ -216,33 +257,62 @@ pub async fn create_task(
     get,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(TaskId),
-    responses((status = 200, description = "The task", body = TaskOut), NoSuchTask, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    params(TaskId, (
+        "If-None-Match" = Option<String>,
+        Header,
+        description = "Entity tags held (weak comparison), or `*`: 304 when one is the task's current one",
+        nullable = false
+    )),
+    responses((
+        status = 200,
+        description = "The task",
+        body = TaskOut,
+        headers(("ETag" = String, description = "The task's entity tag"))
+    ), TaskNotModified, NoSuchTask, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
-pub async fn get_task(tasks: UserTasks, TaskId { id }: TaskId) -> Result<TaskJson, ApiError> {
+pub async fn get_task(
+    tasks: UserTasks,
+    TaskId { id }: TaskId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let held = Condition::from_headers(&headers, header::IF_NONE_MATCH);
     let task = tasks.get(id).await?.ok_or(ApiError::TaskNotFound)?;
-    Ok(TaskJson(task))
+    if let Some(held) = held
+        && held.matches_weakly(&task.version.to_string())
+    {
+        return Ok(not_modified(preconditions::task_tag(task.version)));
+    }
+    Ok(TaskJson(task).into_response())
 }
+
+/// `If-Match` of a write of one task.
+const IF_MATCH: &str = "The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428)";
 
 /// Change any of title, description, completed; absent fields keep their value.
 #[utoipa::path(
     put,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(TaskId),
+    params(TaskId, ("If-Match" = Option<String>, Header, description = IF_MATCH, nullable = false)),
     request_body = TaskChanges,
-    responses((status = 200, description = "The updated task", body = TaskOut), NoSuchTask, JsonBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    responses((
+        status = 200,
+        description = "The updated task",
+        body = TaskOut,
+        headers(("ETag" = String, description = "The task's new entity tag"))
+    ), NoSuchTask, WriteConditions, JsonBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
 pub async fn update_task(
     tasks: UserTasks,
     TaskId { id }: TaskId,
+    condition: WriteCondition,
     body: JsonObject,
 ) -> Result<TaskJson, ApiError> {
     let changes = TaskChanges::from_json(&body.required()?)?;
     let task = tasks
-        .update(id, changes)
+        .update(id, changes, &condition.expected())
         .await?
         .ok_or(ApiError::TaskNotFound)?;
     Ok(TaskJson(task))
@@ -253,17 +323,18 @@ pub async fn update_task(
     delete,
     path = "/api/tasks/{id}",
     tag = "tasks",
-    params(TaskId),
-    responses((status = 200, description = "Deleted", body = DeletedOut), NoSuchTask, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    params(TaskId, ("If-Match" = Option<String>, Header, description = IF_MATCH, nullable = false)),
+    responses((status = 200, description = "Deleted", body = DeletedOut), NoSuchTask, WriteConditions, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
 pub async fn delete_task(
     tasks: UserTasks,
     TaskId { id }: TaskId,
+    condition: WriteCondition,
 ) -> Result<Json<DeletedOut>, ApiError> {
-    match tasks.delete(id).await? {
-        true => Ok(Json(DeletedOut { id, deleted: true })),
-        false => Err(ApiError::TaskNotFound),
+    match tasks.delete(id, &condition.expected()).await? {
+        Some(_) => Ok(Json(DeletedOut { id, deleted: true })),
+        None => Err(ApiError::TaskNotFound),
     }
 }
 
@@ -272,19 +343,25 @@ pub async fn delete_task(
     patch,
     path = "/api/tasks/{id}/complete",
     tag = "tasks",
-    params(TaskId),
+    params(TaskId, ("If-Match" = Option<String>, Header, description = IF_MATCH, nullable = false)),
     request_body(content = Option<CompleteRequest>, description = "Optional: no body (or `{}`) toggles"),
-    responses((status = 200, description = "The updated task", body = TaskOut), NoSuchTask, CompleteBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
+    responses((
+        status = 200,
+        description = "The updated task",
+        body = TaskOut,
+        headers(("ETag" = String, description = "The task's new entity tag"))
+    ), NoSuchTask, WriteConditions, CompleteBody, Unauthorized, TooManyRequests, Unavailable, Unexpected),
     security(("bearer" = []))
 )]
 pub async fn complete_task(
     tasks: UserTasks,
     TaskId { id }: TaskId,
+    condition: WriteCondition,
     body: JsonObject,
 ) -> Result<TaskJson, ApiError> {
     let request = CompleteRequest::from_json(body.0.as_ref())?;
     let task = tasks
-        .set_completed(id, request.completed)
+        .set_completed(id, request.completed, &condition.expected())
         .await?
         .ok_or(ApiError::TaskNotFound)?;
     Ok(TaskJson(task))

@@ -11,11 +11,14 @@
 
 mod sql;
 
+pub use sql::Expected;
+
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 
 use crate::auth::Identity;
+use crate::config::SyncSettings;
 use crate::db::{Caller, Db, DbError, Dialect, Row, Rows, Stmt};
 use crate::idempotency::{self, InFlight, KeyedRequest, StoredResponse};
 use crate::models::input::{NewTask, TaskChanges};
@@ -36,6 +39,12 @@ pub enum StoreError {
     IdempotencyInProgress,
     #[error("the task created with this idempotency key was deleted since")]
     IdempotentTaskDeleted,
+    /// `If-Match` named another version of the task: nothing changed.
+    #[error("the task is not at the version the request expected")]
+    Stale(Box<task::Model>),
+    /// The feed cannot answer from this cursor exactly.
+    #[error("the cursor is past what the feed can answer")]
+    CursorExpired,
 }
 
 /// One user's tasks.
@@ -43,6 +52,7 @@ pub struct UserTasks {
     db: Db,
     owner: Arc<str>,
     max_tasks: u64,
+    sync: SyncSettings,
     in_flight_keys: Arc<InFlight>,
     #[cfg(debug_assertions)]
     without_owner_filter: bool,
@@ -55,10 +65,12 @@ pub enum Created {
     Replayed(StoredResponse),
 }
 
-/// A listing: the number of matching tasks before `limit`/`offset`, and the
-/// page itself as a stream (its memory does not grow with its length).
+/// A listing: the number of matching tasks before `limit`/`offset`, the
+/// user's version it was read at, and the page itself as a stream (its
+/// memory does not grow with its length).
 pub struct Listing {
     pub total: u64,
+    pub version: i64,
     pub tasks: std::pin::Pin<Box<dyn Stream<Item = Result<task::Model, DbError>> + Send>>,
 }
 
@@ -67,6 +79,7 @@ pub struct Listing {
 pub struct StoreConfig {
     pub db: Db,
     pub max_tasks: u64,
+    pub sync: SyncSettings,
     pub in_flight_keys: Arc<InFlight>,
     /// Tests only (`TEST_ONLY_WITHOUT_OWNER_FILTER`): see [`sql::without_owner_filter`].
     #[cfg(debug_assertions)]
@@ -80,10 +93,16 @@ impl UserTasks {
             db: config.db.clone(),
             owner: Arc::from(identity.user_id.as_str()),
             max_tasks: config.max_tasks,
+            sync: config.sync.clone(),
             in_flight_keys: Arc::clone(&config.in_flight_keys),
             #[cfg(debug_assertions)]
             without_owner_filter: config.without_owner_filter,
         }
+    }
+
+    /// The verified user whose tasks these are.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     fn dialect(&self) -> Dialect {
@@ -113,33 +132,92 @@ impl UserTasks {
     }
 
     pub async fn list(&self, query: &ListQuery) -> Result<Listing, StoreError> {
-        let Some(stmt) = sql::list(self.dialect(), &self.owner, query) else {
-            return Ok(Listing {
-                total: 0,
-                tasks: Box::pin(futures_util::stream::empty()),
-            });
-        };
-        let stmt = self.sent(vec![stmt]).remove(0);
-        let mut rows = Box::pin(self.db.list(self.caller(), stmt).await?);
-        // The first row carries the total; an empty page past the end does not.
-        let first = rows.next().await.transpose()?;
-        let total = match &first {
-            Some(row) => row.get::<i64>(7)?,
-            None if query.offset.unwrap_or(0) > 0 => {
-                match sql::list_count(self.dialect(), &self.owner, query) {
-                    Some(count) => one_row(self.read(vec![count]).await?)
-                        .map_or(Ok(0), |row| row.get::<i64>(0))?,
-                    None => 0,
+        let (total, version, first, rows) = match sql::list(self.dialect(), &self.owner, query) {
+            Some(stmt) => {
+                let stmt = self.sent(vec![stmt]).remove(0);
+                let mut rows: crate::db::RowStream = self.db.list(self.caller(), stmt).await?;
+                // The first row carries the total and the version.
+                match rows.next().await.transpose()? {
+                    Some(row) => (row.get::<i64>(8)?, row.get::<i64>(9)?, Some(row), rows),
+                    None => {
+                        let (total, version) = self.list_totals(query).await?;
+                        (total, version, None, rows)
+                    }
                 }
             }
-            None => 0,
+            None => {
+                let (total, version) = self.list_totals(query).await?;
+                let rows: crate::db::RowStream = Box::pin(futures_util::stream::empty());
+                (total, version, None, rows)
+            }
         };
         let tasks = futures_util::stream::iter(first.map(Ok))
             .chain(rows)
             .map(|row| row.and_then(|row| task(&row)));
         Ok(Listing {
             total: u64::try_from(total).unwrap_or(0),
+            version,
             tasks: Box::pin(tasks),
+        })
+    }
+
+    /// An empty page's total and version.
+    async fn list_totals(&self, query: &ListQuery) -> Result<(i64, i64), StoreError> {
+        let stmt = sql::list_totals(self.dialect(), &self.owner, query);
+        let row = one_row(self.read(vec![stmt]).await?)
+            .ok_or_else(|| DbError::bug("no row of totals"))?;
+        Ok((row.get(0)?, row.get(1)?))
+    }
+
+    /// The user's version: advanced by every write of theirs.
+    pub async fn version(&self) -> Result<i64, StoreError> {
+        let stmt = sql::user_version(self.dialect(), &self.owner);
+        let row = one_row(self.read(vec![stmt]).await?)
+            .ok_or_else(|| DbError::bug("no row of the version"))?;
+        Ok(row.get(0)?)
+    }
+
+    /// The user's changes after `since` (0: every live task), at most
+    /// `limit`; `StoreError::CursorExpired` when that cannot be exact.
+    pub async fn changes(&self, since: i64, limit: u16) -> Result<Changes, StoreError> {
+        let kept_from = self.sync.tombstones_kept_from(chrono::Utc::now());
+        let stmt = sql::changes(
+            self.dialect(),
+            &self.owner,
+            since,
+            kept_from,
+            i64::from(limit) + 1,
+        );
+        let rows = self.read(vec![stmt]).await?.into_iter().flatten();
+        let mut version = 0;
+        let mut changes = Vec::new();
+        for row in rows {
+            version = row.get::<i64>(0)?;
+            if since > version || row.get::<bool>(1)? {
+                return Err(StoreError::CursorExpired);
+            }
+            let Some(gone) = row.get::<Option<bool>>(2)? else {
+                continue;
+            };
+            let (id, change_version) = (row.get::<i64>(3)?, row.get::<i64>(10)?);
+            changes.push(match gone {
+                true => Change::Delete {
+                    id,
+                    version: change_version,
+                },
+                false => Change::Upsert(task_at(&row, 3)?),
+            });
+        }
+        let has_more = changes.len() > usize::from(limit);
+        changes.truncate(usize::from(limit));
+        let cursor = match (has_more, changes.last()) {
+            (true, Some(last)) => last.version(),
+            _ => version.max(since),
+        };
+        Ok(Changes {
+            changes,
+            cursor,
+            has_more,
         })
     }
 
@@ -207,19 +285,20 @@ impl UserTasks {
         }
     }
 
-    /// Applies the given fields in one `UPDATE ... RETURNING`.
+    /// Applies the given fields, if the task is at an expected version.
     pub async fn update(
         &self,
         id: i64,
         changes: TaskChanges,
+        expected: &sql::Expected<'_>,
     ) -> Result<Option<task::Model>, StoreError> {
         let changes = sql::Changes {
             title: changes.title.map(|t| t.into_string()),
             description: changes.description,
             completed: changes.completed,
         };
-        let stmt = sql::update(self.dialect(), &self.owner, id, changes, sql::now());
-        self.write_one(stmt).await
+        let stmts = sql::update(self.dialect(), self.target(id), changes, expected);
+        self.rewrite(stmts).await
     }
 
     /// Sets `completed`, or flips it when `None`, in one statement, so
@@ -228,20 +307,61 @@ impl UserTasks {
         &self,
         id: i64,
         completed: Option<bool>,
+        expected: &sql::Expected<'_>,
     ) -> Result<Option<task::Model>, StoreError> {
-        let stmt = sql::set_completed(self.dialect(), &self.owner, id, completed, sql::now());
-        self.write_one(stmt).await
+        let stmts = sql::set_completed(self.dialect(), self.target(id), completed, expected);
+        self.rewrite(stmts).await
     }
 
-    /// True when a task was deleted (and taken off the user's count).
-    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        let stmts = sql::delete(self.dialect(), &self.owner, id);
-        Ok(one_row(self.write(stmts).await?).is_some())
+    /// The task as it was when deleted (and taken off the user's count).
+    pub async fn delete(
+        &self,
+        id: i64,
+        expected: &sql::Expected<'_>,
+    ) -> Result<Option<task::Model>, StoreError> {
+        let stmts = sql::delete(self.dialect(), self.target(id), expected);
+        self.rewrite(stmts).await
     }
 
-    async fn write_one(&self, stmt: crate::db::Stmt) -> Result<Option<task::Model>, StoreError> {
-        let row = one_row(self.write(vec![stmt]).await?);
-        Ok(row.as_ref().map(task).transpose()?)
+    fn target(&self, id: i64) -> sql::Target<'_> {
+        sql::Target {
+            user: &self.owner,
+            id,
+            now: sql::now(),
+        }
+    }
+
+    /// A write of one task: the task (`None`: the caller has no such task),
+    /// or `StoreError::Stale` with the task as it is.
+    async fn rewrite(&self, stmts: Vec<Stmt>) -> Result<Option<task::Model>, StoreError> {
+        let row = self.write(stmts).await?.into_iter().flatten().next();
+        let Some(row) = row else { return Ok(None) };
+        let task = task_at(&row, 1)?;
+        match row.get::<bool>(0)? {
+            true => Ok(Some(task)),
+            false => Err(StoreError::Stale(Box::new(task))),
+        }
+    }
+}
+
+/// The user's changes after a cursor (see [`UserTasks::changes`]).
+pub struct Changes {
+    pub changes: Vec<Change>,
+    pub cursor: i64,
+    pub has_more: bool,
+}
+
+pub enum Change {
+    Upsert(task::Model),
+    Delete { id: i64, version: i64 },
+}
+
+impl Change {
+    pub fn version(&self) -> i64 {
+        match self {
+            Change::Upsert(task) => task.version,
+            Change::Delete { version, .. } => *version,
+        }
     }
 }
 
@@ -263,6 +383,7 @@ fn replay(prior: &Row, keyed: &KeyedRequest, new: &sql::NewRow) -> Result<Create
         (Some(body), _) => body,
         (None, Some(id)) => {
             let created_at = prior.get(6)?;
+            let version = prior.get::<Option<i64>>(7)?.unwrap_or_default();
             let first = TaskOut {
                 id,
                 user_id: new.user.clone(),
@@ -271,6 +392,7 @@ fn replay(prior: &Row, keyed: &KeyedRequest, new: &sql::NewRow) -> Result<Create
                 completed: new.completed,
                 created_at,
                 updated_at: created_at,
+                version,
             };
             String::from_utf8(first.to_json()).map_err(|e| DbError::bug(e.to_string()))?
         }
@@ -278,6 +400,7 @@ fn replay(prior: &Row, keyed: &KeyedRequest, new: &sql::NewRow) -> Result<Create
     };
     Ok(Created::Replayed(StoredResponse {
         status: u16::try_from(prior.get::<i16>(1)?).unwrap_or(201),
+        task_version: prior.get(7)?,
         body,
         location: prior.get(3)?,
         task_id,
@@ -295,14 +418,20 @@ fn first(rows: Rows) -> Option<Row> {
 
 /// A task row: the columns of `sql::TASK`, in order.
 fn task(row: &Row) -> Result<task::Model, DbError> {
+    task_at(row, 0)
+}
+
+/// The columns of `sql::TASK`, from column `at` on.
+fn task_at(row: &Row, at: usize) -> Result<task::Model, DbError> {
     Ok(task::Model {
-        id: row.get(0)?,
-        user_id: row.get(1)?,
-        title: row.get(2)?,
-        description: row.get(3)?,
-        completed: row.get(4)?,
-        created_at: row.get(5)?,
-        updated_at: row.get(6)?,
+        id: row.get(at)?,
+        user_id: row.get(at + 1)?,
+        title: row.get(at + 2)?,
+        description: row.get(at + 3)?,
+        completed: row.get(at + 4)?,
+        created_at: row.get(at + 5)?,
+        updated_at: row.get(at + 6)?,
+        version: row.get(at + 7)?,
     })
 }
 
@@ -316,6 +445,18 @@ pub fn location(id: i64) -> String {
 /// read and delete expired keys only (`expired_keys_outside_requests_*`).
 pub async fn purge_expired_keys(db: &Db) -> Result<usize, DbError> {
     let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(sql::now()));
+    let results = db.write(Caller::Service, &[stmt]).await?;
+    Ok(results.into_iter().map(|rows| rows.len()).sum())
+}
+
+/// Deletes tombstones deleted before `kept_from`, but each user's newest
+/// one (see `sql::purge_tombstones`); how many. Row-level security lets
+/// the service do this outside requests for tombstones a day old or more.
+pub async fn purge_tombstones(
+    db: &Db,
+    kept_from: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, DbError> {
+    let stmt = sql::purge_tombstones(db.dialect(), kept_from);
     let results = db.write(Caller::Service, &[stmt]).await?;
     Ok(results.into_iter().map(|rows| rows.len()).sum())
 }

@@ -9,7 +9,7 @@
 //! (rows the one before it changed) and `last_insert_rowid()`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Order, Query, SubQueryStatement, Value};
+use sea_orm::sea_query::{Alias, BinOper, Expr, ExprTrait, Order, Query, SubQueryStatement, Value};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
 };
@@ -19,7 +19,15 @@ use crate::models::list::{CompletedFilter, ListQuery, SortField, SortOrder};
 use crate::models::task::{Column, Entity as Tasks};
 
 /// A task's columns, in the order `task()` of the store reads them.
-const TASK: &str = "id, user_id, title, description, completed, created_at, updated_at";
+const TASK: &str = "id, user_id, title, description, completed, created_at, updated_at, version";
+
+/// [`TASK`] of the table (or CTE) `table`, where a name alone is ambiguous.
+fn task_of(table: &str) -> String {
+    TASK.split(", ")
+        .map(|column| format!("{table}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The instant rows store: microseconds, what PostgreSQL keeps, so the
 /// instant a write returns is the one every later read returns.
@@ -71,35 +79,40 @@ impl NewRow {
 }
 
 /// The rule of `MAX_TASKS_PER_USER`, written once: counts a create in the
-/// user's list unless it is full, under the list row's lock (a concurrent
-/// create of the same user waits, then sees this one's count). A row, or
+/// user's list unless it is full, and advances the user's version, under
+/// the list row's lock (a concurrent create of the same user waits, then
+/// sees this one's count and version). A row (the new version), or
 /// (SQLite) a change, only when the create may go ahead.
 fn count_in(condition: &str) -> String {
     format!(
-        "INSERT INTO task_lists (user_id, task_count) SELECT $1, 1 WHERE {condition} \
-         ON CONFLICT (user_id) DO UPDATE SET task_count = task_lists.task_count + 1 \
-         WHERE task_lists.task_count < $2 RETURNING user_id"
+        "INSERT INTO task_lists (user_id, task_count, version) SELECT $1, 1, 1 WHERE {condition} \
+         ON CONFLICT (user_id) DO UPDATE SET task_count = task_lists.task_count + 1, \
+         version = task_lists.version + 1 WHERE task_lists.task_count < $2 RETURNING version"
     )
 }
 
 const NEW_TASK: &str =
-    "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)";
+    "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, version)";
+
+/// The user's version as the statements before have left it (SQLite).
+const USER_VERSION: &str = "(SELECT version FROM task_lists WHERE user_id = $1)";
 
 /// A key's first response: its task (the body is rebuilt from the
 /// request, whose fingerprint is the key's), replacing an expired one.
-fn remember(task_id: &str) -> String {
+fn remember(task_id: &str, task_version: &str) -> String {
     format!(
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, location, task_id, created_at) \
-         SELECT $1, $7, $8, 201, NULL, '/api/tasks/' || {task_id}, {task_id}, $6 {{from}} \
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, location, task_id, task_version, created_at) \
+         SELECT $1, $7, $8, 201, NULL, '/api/tasks/' || {task_id}, {task_id}, {task_version}, $6 {{from}} \
          ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
          status = excluded.status, body = NULL, location = excluded.location, \
-         task_id = excluded.task_id, created_at = excluded.created_at"
+         task_id = excluded.task_id, task_version = excluded.task_version, created_at = excluded.created_at"
     )
 }
 
 /// The caller's key unless expired, with whether its task still exists.
 const PRIOR_KEY: &str = "SELECT k.fingerprint, k.status, k.body, k.location, k.task_id, \
-     EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = k.user_id AND t.id = k.task_id), k.created_at \
+     EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = k.user_id AND t.id = k.task_id), k.created_at, \
+     k.task_version \
      FROM idempotency_keys k WHERE k.user_id = $1 AND k.key = $7 AND k.created_at > $9";
 
 /// No live key of the caller's: the create goes ahead.
@@ -123,11 +136,11 @@ pub fn create(dialect: Dialect, new: &NewRow, key: Option<&Key>) -> Vec<Stmt> {
                 None => String::new(),
                 Some(_) => format!(
                     ", remembered AS ({})",
-                    remember("id").replace("{from}", "FROM inserted")
+                    remember("id", "version").replace("{from}", "FROM inserted")
                 ),
             };
             let create = format!(
-                "WITH counted AS ({}), inserted AS ({NEW_TASK} SELECT $1, $3, $4, $5, $6, $6 FROM counted \
+                "WITH counted AS ({}), inserted AS ({NEW_TASK} SELECT $1, $3, $4, $5, $6, $6, version FROM counted \
                  RETURNING {TASK}){remember} SELECT {TASK} FROM inserted",
                 count_in(&condition)
             );
@@ -151,12 +164,12 @@ pub fn create(dialect: Dialect, new: &NewRow, key: Option<&Key>) -> Vec<Stmt> {
             }
             stmts.push(portable(dialect, &count_in(condition), &values));
             let insert = format!(
-                "{NEW_TASK} SELECT $1, $3, $4, $5, $6, $6 WHERE changes() > 0 RETURNING {TASK}"
+                "{NEW_TASK} SELECT $1, $3, $4, $5, $6, $6, {USER_VERSION} WHERE changes() > 0 RETURNING {TASK}"
             );
             stmts.push(portable(dialect, &insert, &values));
             if key.is_some() {
-                let remember =
-                    remember("last_insert_rowid()").replace("{from}", "WHERE changes() > 0");
+                let remember = remember("last_insert_rowid()", USER_VERSION)
+                    .replace("{from}", "WHERE changes() > 0");
                 stmts.push(portable(dialect, &remember, &values));
             }
             stmts
@@ -169,25 +182,69 @@ pub fn get(dialect: Dialect, user: &str, id: i64) -> Stmt {
     portable(dialect, &sql, &[user.into(), id.into()])
 }
 
-/// Sets `completed` ($4), or flips it when `None`: one statement, so
+/// The `If-Match` of a write: any version (none given, or `*`), or one of
+/// these (the task versions its entity tags name).
+pub enum Expected<'a> {
+    Any,
+    OneOf(&'a [i64]),
+}
+
+impl Expected<'_> {
+    /// `$4`: NULL for any, else `,v1,v2,` (one parameter, both databases).
+    fn value(&self) -> Value {
+        match self {
+            Expected::Any => Value::String(None),
+            Expected::OneOf(versions) => {
+                let listed: String = versions.iter().map(|v| format!("{v},")).collect();
+                format!(",{listed}").into()
+            }
+        }
+    }
+}
+
+/// The condition on a task's `version` that `$4` (an [`Expected`]) sets.
+fn expected(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "($4 IS NULL OR strpos($4, ',' || version || ',') > 0)",
+        Dialect::Sqlite => "($4 IS NULL OR instr($4, ',' || version || ',') > 0)",
+    }
+}
+
+/// Sets `completed` ($5), or flips it when `None`: one statement, so
 /// concurrent toggles never lose one.
 pub fn set_completed(
     dialect: Dialect,
-    user: &str,
-    id: i64,
+    target: Target,
     completed: Option<bool>,
-    now: DateTime<Utc>,
-) -> Stmt {
+    expected: &Expected,
+) -> Vec<Stmt> {
     let set = if completed.is_some() {
-        "$4"
+        "completed = $5"
     } else {
-        "NOT completed"
+        "completed = NOT completed"
     };
-    let sql = format!(
-        "UPDATE tasks SET completed = {set}, updated_at = $3 WHERE user_id = $1 AND id = $2 RETURNING {TASK}"
-    );
-    let values = [user.into(), id.into(), now.into(), completed.into()];
-    portable(dialect, &sql, &values)
+    let mut values = target.values(expected);
+    values.push(completed.into());
+    rewrite(dialect, set, &values)
+}
+
+/// The task a write is for: $1 user, $2 id, $3 the write's time.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub user: &'a str,
+    pub id: i64,
+    pub now: DateTime<Utc>,
+}
+
+impl Target<'_> {
+    fn values(&self, expected: &Expected) -> Vec<Value> {
+        vec![
+            self.user.into(),
+            self.id.into(),
+            self.now.into(),
+            expected.value(),
+        ]
+    }
 }
 
 /// The fields of an update, as given (absent ones keep their value).
@@ -197,55 +254,135 @@ pub struct Changes {
     pub completed: Option<bool>,
 }
 
-pub fn update(dialect: Dialect, user: &str, id: i64, changes: Changes, now: DateTime<Utc>) -> Stmt {
-    let mut update = Tasks::update_many().col_expr(Column::UpdatedAt, Expr::value(now));
+/// An update: the given fields become $5, $6.. in order.
+pub fn update(
+    dialect: Dialect,
+    target: Target,
+    changes: Changes,
+    expected: &Expected,
+) -> Vec<Stmt> {
+    let mut values = target.values(expected);
+    let mut set = Vec::new();
+    let mut assign = |column: &str, value: Value| {
+        values.push(value);
+        set.push(format!("{column} = ${}", values.len()));
+    };
     if let Some(title) = changes.title {
-        update = update.col_expr(Column::Title, Expr::value(title));
+        assign("title", title.into());
     }
     if let Some(description) = changes.description {
-        update = update.col_expr(Column::Description, Expr::value(description));
+        assign("description", description.into());
     }
     if let Some(completed) = changes.completed {
-        update = update.col_expr(Column::Completed, Expr::value(completed));
+        assign("completed", completed.into());
     }
-    let mut update = update
-        .filter(Column::UserId.eq(user))
-        .filter(Column::Id.eq(id))
-        .into_query();
-    update.returning(Query::returning().columns([
-        Column::Id,
-        Column::UserId,
-        Column::Title,
-        Column::Description,
-        Column::Completed,
-        Column::CreatedAt,
-        Column::UpdatedAt,
-    ]));
-    dialect.render(&update)
+    rewrite(dialect, &set.join(", "), &values)
 }
 
-/// A delete, and the count it takes off: a row when a task was deleted.
-pub fn delete(dialect: Dialect, user: &str, id: i64) -> Vec<Stmt> {
-    let values = [user.into(), id.into()];
+/// A write of one task's fields (`set`, may be empty): when the task is
+/// the caller's and its version is expected, the user's version advances
+/// and becomes the task's. Rows: `(true, task as written)`; `(false,
+/// task as it is)` when the version was not the expected one; none when
+/// the caller has no such task.
+///
+/// PostgreSQL, one statement: the task's row is locked first, then the
+/// user's list row (the order of every write: no deadlock), and the
+/// expected version is compared with the task's latest (the lock waits
+/// for a concurrent write of it to end). SQLite has one writer at a time.
+fn rewrite(dialect: Dialect, set: &str, values: &[Value]) -> Vec<Stmt> {
+    let set = if set.is_empty() {
+        String::new()
+    } else {
+        format!("{set}, ")
+    };
+    let expected = expected(dialect);
     match dialect {
-        Dialect::Postgres => vec![portable(
-            dialect,
-            "WITH gone AS (DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING user_id) \
-             UPDATE task_lists SET task_count = task_count - 1 FROM gone \
-             WHERE task_lists.user_id = gone.user_id RETURNING task_lists.user_id",
-            &values,
-        )],
+        Dialect::Postgres => {
+            let written = task_of("tasks");
+            let sql = format!(
+                "WITH target AS (SELECT {TASK} FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE), \
+                 bumped AS (UPDATE task_lists SET version = version + 1 WHERE user_id = $1 \
+                   AND EXISTS (SELECT 1 FROM target WHERE {expected}) RETURNING version), \
+                 written AS (UPDATE tasks SET {set}updated_at = $3, version = bumped.version FROM bumped \
+                   WHERE tasks.user_id = $1 AND tasks.id = $2 RETURNING {written}) \
+                 SELECT true, {TASK} FROM written \
+                 UNION ALL SELECT false, {TASK} FROM target WHERE NOT EXISTS (SELECT 1 FROM written)"
+            );
+            vec![portable(dialect, &sql, values)]
+        }
         Dialect::Sqlite => vec![
             portable(
                 dialect,
-                "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING id",
+                &format!(
+                    "UPDATE task_lists SET version = version + 1 WHERE user_id = $1 \
+                     AND EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND id = $2 AND {expected})"
+                ),
+                values,
+            ),
+            portable(
+                dialect,
+                &format!(
+                    "UPDATE tasks SET {set}updated_at = $3, version = {USER_VERSION} \
+                     WHERE user_id = $1 AND id = $2 AND changes() > 0 RETURNING true, {TASK}"
+                ),
+                values,
+            ),
+            current(dialect, values),
+        ],
+    }
+}
+
+/// SQLite: the task as it is, when the statement before changed nothing.
+fn current(dialect: Dialect, values: &[Value]) -> Stmt {
+    let sql =
+        format!("SELECT false, {TASK} FROM tasks WHERE user_id = $1 AND id = $2 AND changes() = 0");
+    portable(dialect, &sql, values)
+}
+
+/// A delete: when the task is the caller's and its version is expected,
+/// it goes, the user's count goes down, the user's version advances and a
+/// tombstone keeps the task's id at that version (the changes feed). Rows
+/// as [`rewrite`]'s: `(true, task as it was)`, `(false, task)`, or none.
+pub fn delete(dialect: Dialect, target: Target, expected: &Expected) -> Vec<Stmt> {
+    let values = target.values(expected);
+    let matches = self::expected(dialect);
+    match dialect {
+        Dialect::Postgres => {
+            let sql = format!(
+                "WITH target AS (SELECT {TASK} FROM tasks WHERE user_id = $1 AND id = $2 FOR UPDATE), \
+                 bumped AS (UPDATE task_lists SET version = version + 1, task_count = task_count - 1 \
+                   WHERE user_id = $1 AND EXISTS (SELECT 1 FROM target WHERE {matches}) RETURNING version), \
+                 gone AS (DELETE FROM tasks USING bumped WHERE tasks.user_id = $1 AND tasks.id = $2 \
+                   RETURNING tasks.id, bumped.version), \
+                 buried AS (INSERT INTO task_tombstones (user_id, version, task_id, deleted_at) \
+                   SELECT $1, version, id, $3 FROM gone) \
+                 SELECT EXISTS (SELECT 1 FROM gone), {TASK} FROM target"
+            );
+            vec![portable(dialect, &sql, &values)]
+        }
+        Dialect::Sqlite => vec![
+            portable(
+                dialect,
+                &format!(
+                    "UPDATE task_lists SET version = version + 1, task_count = task_count - 1 \
+                     WHERE user_id = $1 AND EXISTS (SELECT 1 FROM tasks WHERE user_id = $1 AND id = $2 AND {matches})"
+                ),
                 &values,
             ),
             portable(
                 dialect,
-                "UPDATE task_lists SET task_count = task_count - changes() WHERE user_id = $1",
+                "INSERT INTO task_tombstones (user_id, version, task_id, deleted_at) \
+                 SELECT $1, version, $2, $3 FROM task_lists WHERE user_id = $1 AND changes() > 0",
                 &values,
             ),
+            portable(
+                dialect,
+                &format!(
+                    "DELETE FROM tasks WHERE user_id = $1 AND id = $2 AND changes() > 0 RETURNING true, {TASK}"
+                ),
+                &values,
+            ),
+            current(dialect, &values),
         ],
     }
 }
@@ -290,7 +427,8 @@ fn filtered(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Select<Ta
 
 /// The listing: the page, each row with the number of matching tasks
 /// (`COUNT(*) OVER ()` on PostgreSQL; on SQLite, whose window sorts the
-/// rows again, the count once as a scalar subquery).
+/// rows again, the count once as a scalar subquery) and the user's version
+/// (from the same snapshot: the list's `ETag`).
 pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
     let select = filtered(dialect, user, query)?;
     let order = match query.order.unwrap_or_default() {
@@ -310,6 +448,7 @@ pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
     };
     let mut page = select
         .column_as(total, "total_count")
+        .column_as(version_of(user), "list_version")
         .order_by(sort_column, order.clone());
     if sort != SortField::Id {
         page = page.order_by(Column::Id, order);
@@ -320,18 +459,73 @@ pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
     Some(dialect.render(&page.into_query()))
 }
 
-/// The number of the caller's tasks matching `query` (for a page past the
-/// end, which carries no count of its own).
-pub fn list_count(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
-    let select = filtered(dialect, user, query)?;
-    Some(
-        dialect.render(
-            &select
-                .select_only()
-                .column_as(Expr::cust("COUNT(*)"), "n")
-                .into_query(),
-        ),
-    )
+/// For an empty page, which carries neither: the number of the caller's
+/// tasks matching `query` (0 when nothing can) and the user's version.
+pub fn list_totals(dialect: Dialect, user: &str, query: &ListQuery) -> Stmt {
+    let count = match filtered(dialect, user, query) {
+        Some(select) => Expr::SubQuery(None, Box::new(count(&select))),
+        None => Expr::val(0i64),
+    };
+    let totals = Query::select()
+        .expr(count)
+        .expr(version_of(user))
+        .to_owned();
+    dialect.render(&totals)
+}
+
+/// The user's version: 0 before their first write.
+fn version_of(user: &str) -> Expr {
+    let version = Query::select()
+        .expr(Expr::cust("COALESCE(MAX(version), 0)"))
+        .from(Alias::new("task_lists"))
+        .and_where(Expr::col(Alias::new("user_id")).eq(user))
+        .to_owned();
+    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(version)))
+}
+
+/// The user's version alone (a conditional listing's check).
+pub fn user_version(dialect: Dialect, user: &str) -> Stmt {
+    dialect.render(&Query::select().expr(version_of(user)).to_owned())
+}
+
+/// The changes feed: $1 user, $2 since, $3 the oldest time a tombstone is
+/// kept, $4 the page's length + 1. One row of the user's version and
+/// whether `since` is past what the kept tombstones answer, with each
+/// change after `since` (ascending by version; NULLs when there is none):
+/// `gone`, then [`TASK`] (a tombstone: its id and version, the rest NULL).
+/// `since` 0 is the snapshot: live tasks only.
+pub fn changes(
+    dialect: Dialect,
+    user: &str,
+    since: i64,
+    kept_from: DateTime<Utc>,
+    limit: i64,
+) -> Stmt {
+    let sql = "SELECT h.version, h.expired, c.gone, c.id, c.user_id, c.title, c.description, \
+         c.completed, c.created_at, c.updated_at, c.version FROM \
+         (SELECT COALESCE((SELECT version FROM task_lists WHERE user_id = $1), 0) AS version, \
+           EXISTS (SELECT 1 FROM task_tombstones WHERE user_id = $1 AND version > $2 AND $2 > 0 \
+             AND deleted_at < $3) AS expired) AS h \
+         LEFT JOIN (SELECT * FROM ( \
+           SELECT false AS gone, id, user_id, title, description, completed, created_at, updated_at, version \
+             FROM tasks WHERE user_id = $1 AND version > $2 \
+           UNION ALL \
+           SELECT true, task_id, user_id, NULL, NULL, NULL, NULL, NULL, version \
+             FROM task_tombstones WHERE user_id = $1 AND version > $2 AND $2 > 0 \
+         ) AS u ORDER BY version LIMIT $4) AS c ON true \
+         ORDER BY c.version";
+    let values = [user.into(), since.into(), kept_from.into(), limit.into()];
+    portable(dialect, sql, &values)
+}
+
+/// Tombstones deleted before `kept_from`, every user's (the purge), except
+/// each user's newest such one: it stays to tell the feed that cursors
+/// before it can no longer be answered.
+pub fn purge_tombstones(dialect: Dialect, kept_from: DateTime<Utc>) -> Stmt {
+    let sql = "DELETE FROM task_tombstones WHERE deleted_at < $1 AND EXISTS \
+         (SELECT 1 FROM task_tombstones AS newer WHERE newer.user_id = task_tombstones.user_id \
+          AND newer.version > task_tombstones.version AND newer.deleted_at < $1) RETURNING 1";
+    portable(dialect, sql, &[kept_from.into()])
 }
 
 fn count(select: &Select<Tasks>) -> SubQueryStatement {
@@ -350,11 +544,16 @@ fn count(select: &Select<Tasks>) -> SubQueryStatement {
 #[cfg(debug_assertions)]
 pub fn without_owner_filter(stmt: Stmt) -> Stmt {
     stmt.with_sql(|sql| {
-        ["k.user_id = $", "\"tasks\".\"user_id\" = $", "user_id = $"]
-            .iter()
-            .fold(sql.to_owned(), |sql, condition| {
-                sql.replace(condition, "'' <> $")
-            })
+        [
+            "k.user_id = $",
+            "tasks.user_id = $",
+            "\"tasks\".\"user_id\" = $",
+            "user_id = $",
+        ]
+        .iter()
+        .fold(sql.to_owned(), |sql, condition| {
+            sql.replace(condition, "'' <> $")
+        })
     })
 }
 

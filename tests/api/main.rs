@@ -34,5 +34,6 @@ mod row_security;
 mod schemathesis;
 mod shutdown;
 mod storage_faults;
+mod sync;
 mod tasks;
 mod typescript_client;

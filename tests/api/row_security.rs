@@ -17,7 +17,7 @@ use crate::common::pgbouncer::PgBouncer;
 use crate::common::{Backend, TestApp, TestDb, json as body};
 use crate::isolation;
 
-const USER_TABLES: [&str; 3] = ["tasks", "task_lists", "idempotency_keys"];
+const USER_TABLES: [&str; 4] = ["tasks", "task_lists", "idempotency_keys", "task_tombstones"];
 
 async fn rows(db: &impl ConnectionTrait, sql: &str) -> Vec<Value> {
     use sea_orm::{FromQueryResult, JsonValue};

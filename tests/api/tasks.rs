@@ -38,7 +38,8 @@ async fn crud_round_trip(backend: Backend) {
     assert_eq!(task["completed"], false);
     assert_eq!(task["created_at"], task["updated_at"]);
     let keys: Vec<&String> = task.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 7, "{task}");
+    assert_eq!(keys.len(), 8, "{task}");
+    assert_eq!(task["version"], 1);
     let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap())
         .expect("RFC 3339");
     assert_eq!(created.offset().local_minus_utc(), 0);

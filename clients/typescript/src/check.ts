@@ -46,6 +46,12 @@ export function messageFor(code: ErrorCode): string {
       return "Something went wrong on our side.";
     case "service_unavailable":
       return "The service is briefly unavailable; please retry.";
+    case "precondition_failed":
+      return "This task was changed elsewhere; showing its latest version.";
+    case "precondition_required":
+      return "Please reload this task before changing it.";
+    case "cursor_expired":
+      return "Reloading your list.";
     default: {
       const unknown: never = code;
       return unknown;

@@ -5,6 +5,37 @@ export type ClientOptions = {
 };
 
 /**
+ * One entry of the changes feed.
+ */
+export type ChangeOut = {
+    op: 'upsert';
+    task: TaskOut;
+    version: number;
+} | {
+    id: number;
+    op: 'delete';
+    version: number;
+};
+
+/**
+ * A page of the changes feed.
+ */
+export type ChangesOut = {
+    /**
+     * Ascending by version; each task at most once.
+     */
+    changes: Array<ChangeOut>;
+    /**
+     * Where to ask next (`since`); opaque.
+     */
+    cursor: string;
+    /**
+     * More changes wait: ask again at once with `cursor`.
+     */
+    has_more: boolean;
+};
+
+/**
  * Body of `PATCH /api/tasks/{id}/complete`. No body, or `{}`, toggles.
  */
 export type CompleteRequest = {
@@ -38,17 +69,22 @@ export type ErrorBody = {
      * Present on 422 only: one entry per invalid field or query parameter.
      */
     errors?: Array<FieldError>;
+    /**
+     * Present on 412 only: the task as it is now.
+     */
+    task?: TaskOut;
 };
 
 /**
  * Every `code` an error body can carry (the schema of `ErrorBody.code`):
- * 400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`;
- * 404 `not_found`; 405 `method_not_allowed`; 408 `request_timeout`;
- * 409 `idempotency_conflict` or `task_limit_reached`; 413 `payload_too_large`;
- * 415 `unsupported_media_type`; 422 `validation_error`; 429 `too_many_requests`;
- * 500 `internal_error`; 503 `service_unavailable`.
+ * 400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`; 404 `not_found`; 405 `method_not_allowed`;
+ * 408 `request_timeout`; 409 `idempotency_conflict` or `task_limit_reached`;
+ * 410 `cursor_expired`; 412 `precondition_failed`; 413 `payload_too_large`;
+ * 415 `unsupported_media_type`; 422 `validation_error`; 428
+ * `precondition_required`; 429 `too_many_requests`; 500 `internal_error`;
+ * 503 `service_unavailable`.
  */
-export type ErrorCode = 'invalid_json' | 'not_authenticated' | 'invalid_token' | 'not_found' | 'method_not_allowed' | 'request_timeout' | 'idempotency_conflict' | 'task_limit_reached' | 'payload_too_large' | 'unsupported_media_type' | 'validation_error' | 'too_many_requests' | 'internal_error' | 'service_unavailable';
+export type ErrorCode = 'invalid_json' | 'cursor_expired' | 'precondition_failed' | 'precondition_required' | 'not_authenticated' | 'invalid_token' | 'not_found' | 'method_not_allowed' | 'request_timeout' | 'idempotency_conflict' | 'task_limit_reached' | 'payload_too_large' | 'unsupported_media_type' | 'validation_error' | 'too_many_requests' | 'internal_error' | 'service_unavailable';
 
 export type FieldError = {
     /**
@@ -122,6 +158,11 @@ export type TaskOut = {
      * The owner's Better Auth user id.
      */
     user_id: string;
+    /**
+     * The user's version at this task's last write: moves on every write
+     * of it, and is its `ETag`.
+     */
+    version: number;
 };
 
 /**
@@ -132,6 +173,12 @@ export type TaskTitle = string;
 
 export type ListTasksData = {
     body?: never;
+    headers?: {
+        /**
+         * The `ETag` of an earlier answer to the same query: 304 while the caller has made no write since
+         */
+        'If-None-Match'?: string;
+    };
     path?: never;
     query?: {
         /**
@@ -267,8 +314,69 @@ export type CreateTaskResponses = {
 
 export type CreateTaskResponse = CreateTaskResponses[keyof CreateTaskResponses];
 
+export type ListChangesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * A `cursor` of an earlier answer (or an `ETag`'s version); absent or
+         * `0`: every live task (the snapshot).
+         */
+        since?: string;
+        /**
+         * Changes per answer, 1 to 1000 (default 500).
+         */
+        limit?: number;
+    };
+    url: '/api/tasks/changes';
+};
+
+export type ListChangesErrors = {
+    /**
+     * Missing or invalid bearer token (`WWW-Authenticate: Bearer`)
+     */
+    401: ErrorBody;
+    /**
+     * The cursor is older than the tombstones kept (`TOMBSTONE_RETENTION_DAYS`) or ahead of the caller's version: reload from `since=0`
+     */
+    410: ErrorBody;
+    /**
+     * `since` or `limit` is invalid; `errors` names it
+     */
+    422: ErrorBody;
+    /**
+     * Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds
+     */
+    429: ErrorBody;
+    /**
+     * Unexpected error (no details are disclosed)
+     */
+    500: ErrorBody;
+    /**
+     * The database cannot be reached; retry shortly (`Retry-After`)
+     */
+    503: ErrorBody;
+};
+
+export type ListChangesError = ListChangesErrors[keyof ListChangesErrors];
+
+export type ListChangesResponses = {
+    /**
+     * Changes after `since`; ask again with `cursor`, at once while `has_more`
+     */
+    200: ChangesOut;
+};
+
+export type ListChangesResponse = ListChangesResponses[keyof ListChangesResponses];
+
 export type DeleteTaskData = {
     body?: never;
+    headers?: {
+        /**
+         * The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428)
+         */
+        'If-Match'?: string;
+    };
     path: {
         /**
          * Task id
@@ -288,6 +396,14 @@ export type DeleteTaskErrors = {
      * No such task for this caller (another user's task looks exactly the same)
      */
     404: ErrorBody;
+    /**
+     * `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too)
+     */
+    412: ErrorBody;
+    /**
+     * `REQUIRE_IF_MATCH=true` and the write has no `If-Match`
+     */
+    428: ErrorBody;
     /**
      * Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds
      */
@@ -315,6 +431,12 @@ export type DeleteTaskResponse = DeleteTaskResponses[keyof DeleteTaskResponses];
 
 export type GetTaskData = {
     body?: never;
+    headers?: {
+        /**
+         * Entity tags held (weak comparison), or `*`: 304 when one is the task's current one
+         */
+        'If-None-Match'?: string;
+    };
     path: {
         /**
          * Task id
@@ -361,6 +483,12 @@ export type GetTaskResponse = GetTaskResponses[keyof GetTaskResponses];
 
 export type UpdateTaskData = {
     body: TaskChanges;
+    headers?: {
+        /**
+         * The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428)
+         */
+        'If-Match'?: string;
+    };
     path: {
         /**
          * Task id
@@ -389,6 +517,10 @@ export type UpdateTaskErrors = {
      */
     408: ErrorBody;
     /**
+     * `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too)
+     */
+    412: ErrorBody;
+    /**
      * The body is larger than 64 KiB
      */
     413: ErrorBody;
@@ -400,6 +532,10 @@ export type UpdateTaskErrors = {
      * A field, query parameter or header is invalid; `errors` lists each
      */
     422: ErrorBody;
+    /**
+     * `REQUIRE_IF_MATCH=true` and the write has no `If-Match`
+     */
+    428: ErrorBody;
     /**
      * Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds
      */
@@ -430,6 +566,12 @@ export type CompleteTaskData = {
      * Optional: no body (or `{}`) toggles
      */
     body?: CompleteRequest;
+    headers?: {
+        /**
+         * The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428)
+         */
+        'If-Match'?: string;
+    };
     path: {
         /**
          * Task id
@@ -458,6 +600,10 @@ export type CompleteTaskErrors = {
      */
     408: ErrorBody;
     /**
+     * `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too)
+     */
+    412: ErrorBody;
+    /**
      * The body is larger than 64 KiB
      */
     413: ErrorBody;
@@ -469,6 +615,10 @@ export type CompleteTaskErrors = {
      * A field, query parameter or header is invalid; `errors` lists each
      */
     422: ErrorBody;
+    /**
+     * `REQUIRE_IF_MATCH=true` and the write has no `If-Match`
+     */
+    428: ErrorBody;
     /**
      * Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds
      */

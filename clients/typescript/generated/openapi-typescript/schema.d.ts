@@ -22,6 +22,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/tasks/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's changes after `since`, ascending by version, each task at
+         *     most once (its latest state), deletes as tombstones.
+         */
+        get: operations["list_changes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tasks/{id}": {
         parameters: {
             query?: never;
@@ -99,6 +119,42 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description One entry of the changes feed. */
+        ChangeOut: {
+            /** @enum {string} */
+            op: "upsert";
+            task: components["schemas"]["TaskOut"];
+            /**
+             * Format: int64
+             * @example 43
+             */
+            version: number;
+        } | {
+            /**
+             * Format: int64
+             * @example 18
+             */
+            id: number;
+            /** @enum {string} */
+            op: "delete";
+            /**
+             * Format: int64
+             * @example 44
+             */
+            version: number;
+        };
+        /** @description A page of the changes feed. */
+        ChangesOut: {
+            /** @description Ascending by version; each task at most once. */
+            changes: components["schemas"]["ChangeOut"][];
+            /**
+             * @description Where to ask next (`since`); opaque.
+             * @example 44
+             */
+            cursor: string;
+            /** @description More changes wait: ask again at once with `cursor`. */
+            has_more: boolean;
+        };
         /** @description Body of `PATCH /api/tasks/{id}/complete`. No body, or `{}`, toggles. */
         CompleteRequest: {
             /** @description The state to set; omit the field (or the body) to toggle. Never null. */
@@ -125,18 +181,21 @@ export interface components {
             detail: string;
             /** @description Present on 422 only: one entry per invalid field or query parameter. */
             errors?: components["schemas"]["FieldError"][];
+            /** @description Present on 412 only: the task as it is now. */
+            task?: components["schemas"]["TaskOut"];
         };
         /**
          * @description Every `code` an error body can carry (the schema of `ErrorBody.code`):
-         *     400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`;
-         *     404 `not_found`; 405 `method_not_allowed`; 408 `request_timeout`;
-         *     409 `idempotency_conflict` or `task_limit_reached`; 413 `payload_too_large`;
-         *     415 `unsupported_media_type`; 422 `validation_error`; 429 `too_many_requests`;
-         *     500 `internal_error`; 503 `service_unavailable`.
+         *     400 `invalid_json`; 401 `not_authenticated` (no token) or `invalid_token`; 404 `not_found`; 405 `method_not_allowed`;
+         *     408 `request_timeout`; 409 `idempotency_conflict` or `task_limit_reached`;
+         *     410 `cursor_expired`; 412 `precondition_failed`; 413 `payload_too_large`;
+         *     415 `unsupported_media_type`; 422 `validation_error`; 428
+         *     `precondition_required`; 429 `too_many_requests`; 500 `internal_error`;
+         *     503 `service_unavailable`.
          * @example not_found
          * @enum {string}
          */
-        ErrorCode: "invalid_json" | "not_authenticated" | "invalid_token" | "not_found" | "method_not_allowed" | "request_timeout" | "idempotency_conflict" | "task_limit_reached" | "payload_too_large" | "unsupported_media_type" | "validation_error" | "too_many_requests" | "internal_error" | "service_unavailable";
+        ErrorCode: "invalid_json" | "cursor_expired" | "precondition_failed" | "precondition_required" | "not_authenticated" | "invalid_token" | "not_found" | "method_not_allowed" | "request_timeout" | "idempotency_conflict" | "task_limit_reached" | "payload_too_large" | "unsupported_media_type" | "validation_error" | "too_many_requests" | "internal_error" | "service_unavailable";
         FieldError: {
             /**
              * @description The body field, query parameter or header at fault.
@@ -206,6 +265,13 @@ export interface components {
              * @example Kx3b9Qe2mZ
              */
             user_id: string;
+            /**
+             * Format: int64
+             * @description The user's version at this task's last write: moves on every write
+             *     of it, and is its `ETag`.
+             * @example 43
+             */
+            version: number;
         };
         /**
          * @description A task title: 1 to 200 characters after trimming leading and trailing
@@ -240,7 +306,10 @@ export interface operations {
                 /** @description Rows to skip, 0 or more. */
                 offset?: number;
             };
-            header?: never;
+            header?: {
+                /** @description The `ETag` of an earlier answer to the same query: 304 while the caller has made no write since */
+                "If-None-Match"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -249,6 +318,8 @@ export interface operations {
             /** @description The caller's matching tasks (a plain array) */
             200: {
                 headers: {
+                    /** @description This answer's entity tag (the caller's version and the query) */
+                    ETag?: string;
                     /** @description Matching tasks before limit/offset */
                     "X-Total-Count"?: number;
                     [name: string]: unknown;
@@ -256,6 +327,15 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["TaskOut"][];
                 };
+            };
+            /** @description `If-None-Match` names the current answer to this query (the caller has made no write since): no body */
+            304: {
+                headers: {
+                    /** @description The current entity tag */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Missing or invalid bearer token (`WWW-Authenticate: Bearer`) */
             401: {
@@ -359,6 +439,8 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description The task's entity tag */
+                    ETag?: string;
                     /** @description /api/tasks/{id} of the new task */
                     Location?: string;
                     [name: string]: unknown;
@@ -521,10 +603,138 @@ export interface operations {
             };
         };
     };
+    list_changes: {
+        parameters: {
+            query?: {
+                /**
+                 * @description A `cursor` of an earlier answer (or an `ETag`'s version); absent or
+                 *     `0`: every live task (the snapshot).
+                 * @example 43
+                 */
+                since?: string;
+                /** @description Changes per answer, 1 to 1000 (default 500). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Changes after `since`; ask again with `cursor`, at once while `has_more` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChangesOut"];
+                };
+            };
+            /** @description Missing or invalid bearer token (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    /** @description `Bearer` when no token was sent, `Bearer error="invalid_token"` when one was refused */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The cursor is older than the tombstones kept (`TOMBSTONE_RETENTION_DAYS`) or ahead of the caller's version: reload from `since=0` */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "cursor_expired",
+                     *       "detail": "This cursor is too old or unknown; reload the list and continue from its cursor"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `since` or `limit` is invalid; `errors` names it */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_error",
+                     *       "detail": "Validation failed",
+                     *       "errors": [
+                     *         {
+                     *           "field": "since",
+                     *           "message": "must be a cursor this API returned (a whole number, 0 or more)"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "too_many_requests",
+                     *       "detail": "Too many requests at once; retry after the time in Retry-After"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unexpected error (no details are disclosed) */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal_error",
+                     *       "detail": "Internal server error"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database cannot be reached; retry shortly (`Retry-After`) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "service_unavailable",
+                     *       "detail": "The service is temporarily unavailable; please retry shortly"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Entity tags held (weak comparison), or `*`: 304 when one is the task's current one */
+                "If-None-Match"?: string;
+            };
             path: {
                 /** @description Task id */
                 id: number;
@@ -536,11 +746,22 @@ export interface operations {
             /** @description The task */
             200: {
                 headers: {
+                    /** @description The task's entity tag */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TaskOut"];
                 };
+            };
+            /** @description `If-None-Match` names the current task: no body */
+            304: {
+                headers: {
+                    /** @description The current entity tag */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Missing or invalid bearer token (`WWW-Authenticate: Bearer`) */
             401: {
@@ -622,7 +843,10 @@ export interface operations {
     update_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428) */
+                "If-Match"?: string;
+            };
             path: {
                 /** @description Task id */
                 id: number;
@@ -638,6 +862,8 @@ export interface operations {
             /** @description The updated task */
             200: {
                 headers: {
+                    /** @description The task's new entity tag */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -700,6 +926,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too) */
+            412: {
+                headers: {
+                    /** @description The task's current entity tag */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_failed",
+                     *       "detail": "The task was changed since you read it; this is its current state",
+                     *       "task": {
+                     *         "completed": false,
+                     *         "created_at": "2026-01-18T10:00:00.123456Z",
+                     *         "description": null,
+                     *         "id": 17,
+                     *         "title": "Buy milk",
+                     *         "updated_at": "2026-01-18T10:00:00.123456Z",
+                     *         "user_id": "Kx3b9Qe2mZ",
+                     *         "version": 43
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than 64 KiB */
             413: {
                 headers: {
@@ -746,6 +999,21 @@ export interface operations {
                      *           "message": "must not be empty"
                      *         }
                      *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `REQUIRE_IF_MATCH=true` and the write has no `If-Match` */
+            428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_required",
+                     *       "detail": "This write needs an If-Match header with the task's ETag"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -805,7 +1073,10 @@ export interface operations {
     delete_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428) */
+                "If-Match"?: string;
+            };
             path: {
                 /** @description Task id */
                 id: number;
@@ -844,6 +1115,48 @@ export interface operations {
                      * @example {
                      *       "code": "not_found",
                      *       "detail": "Task not found"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too) */
+            412: {
+                headers: {
+                    /** @description The task's current entity tag */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_failed",
+                     *       "detail": "The task was changed since you read it; this is its current state",
+                     *       "task": {
+                     *         "completed": false,
+                     *         "created_at": "2026-01-18T10:00:00.123456Z",
+                     *         "description": null,
+                     *         "id": 17,
+                     *         "title": "Buy milk",
+                     *         "updated_at": "2026-01-18T10:00:00.123456Z",
+                     *         "user_id": "Kx3b9Qe2mZ",
+                     *         "version": 43
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `REQUIRE_IF_MATCH=true` and the write has no `If-Match` */
+            428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_required",
+                     *       "detail": "This write needs an If-Match header with the task's ETag"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -903,7 +1216,10 @@ export interface operations {
     complete_task: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The task's `ETag` (strong comparison), a list of tags, or `*`: when none is current, 412 and nothing changes; a value that is not `*` or a list of tags names none (412). Required with `REQUIRE_IF_MATCH=true` (else 428) */
+                "If-Match"?: string;
+            };
             path: {
                 /** @description Task id */
                 id: number;
@@ -920,6 +1236,8 @@ export interface operations {
             /** @description The updated task */
             200: {
                 headers: {
+                    /** @description The task's new entity tag */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -982,6 +1300,33 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `If-Match` names no current tag of the task: nothing changed; `task` is the task as it is (its `ETag` too) */
+            412: {
+                headers: {
+                    /** @description The task's current entity tag */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_failed",
+                     *       "detail": "The task was changed since you read it; this is its current state",
+                     *       "task": {
+                     *         "completed": false,
+                     *         "created_at": "2026-01-18T10:00:00.123456Z",
+                     *         "description": null,
+                     *         "id": 17,
+                     *         "title": "Buy milk",
+                     *         "updated_at": "2026-01-18T10:00:00.123456Z",
+                     *         "user_id": "Kx3b9Qe2mZ",
+                     *         "version": 43
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than 64 KiB */
             413: {
                 headers: {
@@ -1028,6 +1373,21 @@ export interface operations {
                      *           "message": "must be a boolean (true or false)"
                      *         }
                      *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `REQUIRE_IF_MATCH=true` and the write has no `If-Match` */
+            428: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "precondition_required",
+                     *       "detail": "This write needs an If-Match header with the task's ETag"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];

@@ -1,0 +1,6 @@
+-- The lower ceiling: the least SQL a Todo backend could send for this request
+-- (plain statements, autocommit, no version, no task count, no RLS), for the
+-- report's "share of the minimal SQL's ceiling". Same variables as ../*.sql.
+\set u random(0, :users - 1)
+\set uid :uid_base + :u
+INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) VALUES (:uid, :title, :description, :completed::boolean, :now::timestamptz, :now::timestamptz) RETURNING id, user_id, title, description, completed, created_at, updated_at;
