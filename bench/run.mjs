@@ -601,9 +601,10 @@ function wrappedScript(kind, tmp) {
 // Parameters compared as one: the server reuses $1 where pgbench numbers each
 // :variable anew, and pg_stat_statements shows literals (1, true) as $n too.
 // NULL too: a write's `If-Match` is a parameter the server sends as NULL,
-// written NULL in the scripts (a pgbench variable cannot be NULL).
+// written NULL in the scripts (a pgbench variable cannot be NULL); and
+// quoted strings, which pg_stat_statements shows as parameters.
 const normSql = (q) => q.replace(/\s+/g, ' ').replace(/;\s*$/, '')
-  .replace(/(?<![\w$.])(\d+|true|false|NULL)(?![\w.])/g, '$').replace(/\$\d*(::\w+)?/g, '$').trim();
+  .replace(/'(?:[^']|'')*'/g, '$').replace(/(?<![\w$.])(\d+|true|false|NULL)(?![\w.])/g, '$').replace(/\$\d*(::\w+)?/g, '$').trim();
 
 function labelStatements(stats, requests) {
   const mine = pgbenchStatements();

@@ -6,4 +6,4 @@
 -- completed, newtitle). Seeded task ids are contiguous per user: base + u*tasks + k.
 \set u random(0, :users - 1)
 \set uid :uid_base + :u
-SELECT "tasks"."id", "tasks"."user_id", "tasks"."title", "tasks"."description", "tasks"."completed", "tasks"."created_at", "tasks"."updated_at", "tasks"."version", COUNT(*) OVER () AS "total_count", (SELECT COALESCE(MAX(version), 0) FROM "task_lists" WHERE "user_id" = :uid) AS "list_version" FROM "tasks" WHERE "tasks"."user_id" = :uid ORDER BY "tasks"."created_at" DESC, "tasks"."id" DESC LIMIT :limit;
+SELECT "tasks"."id", "tasks"."user_id", "tasks"."title", "tasks"."description", "tasks"."completed", "tasks"."created_at", "tasks"."updated_at", "tasks"."version", (SELECT COALESCE(MAX(task_count), 0) FROM "task_lists" WHERE "user_id" = :uid) AS "total_count", (SELECT COALESCE(MAX(version), 0) FROM "task_lists" WHERE "user_id" = :uid) AS "list_version" FROM "tasks" WHERE "tasks"."user_id" = :uid ORDER BY "tasks"."created_at" DESC, "tasks"."id" DESC LIMIT :limit;

@@ -425,10 +425,11 @@ fn filtered(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Select<Ta
     Some(select)
 }
 
-/// The listing: the page, each row with the number of matching tasks
-/// (`COUNT(*) OVER ()` on PostgreSQL; on SQLite, whose window sorts the
-/// rows again, the count once as a scalar subquery) and the user's version
-/// (from the same snapshot: the list's `ETag`).
+/// The listing: the page, each row with the number of matching tasks (the
+/// user's `task_count` when nothing is filtered; else `COUNT(*) OVER ()` on
+/// PostgreSQL and, on SQLite, whose window sorts the rows again, the count
+/// once as a scalar subquery) and the user's version (from the same
+/// snapshot: the list's `ETag`).
 pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
     let select = filtered(dialect, user, query)?;
     let order = match query.order.unwrap_or_default() {
@@ -442,7 +443,11 @@ pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
         SortField::Title => Column::Title,
         SortField::Id => Column::Id,
     };
+    let unfiltered = query.completed_filter() == CompletedFilter::Any && query.q.is_none();
     let total = match dialect {
+        // The user's count, kept by every create and delete: the page alone
+        // is read (an index range of `limit` rows), not every task.
+        _ if unfiltered => of_task_list(user, "task_count"),
         Dialect::Sqlite => Expr::SubQuery(None, Box::new(count(&select))),
         Dialect::Postgres => Expr::cust("COUNT(*) OVER ()"),
     };
@@ -475,12 +480,17 @@ pub fn list_totals(dialect: Dialect, user: &str, query: &ListQuery) -> Stmt {
 
 /// The user's version: 0 before their first write.
 fn version_of(user: &str) -> Expr {
-    let version = Query::select()
-        .expr(Expr::cust("COALESCE(MAX(version), 0)"))
+    of_task_list(user, "version")
+}
+
+/// A column of the user's `task_lists` row (0 before their first write).
+fn of_task_list(user: &str, column: &'static str) -> Expr {
+    let value = Query::select()
+        .expr(Expr::cust(format!("COALESCE(MAX({column}), 0)")))
         .from(Alias::new("task_lists"))
         .and_where(Expr::col(Alias::new("user_id")).eq(user))
         .to_owned();
-    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(version)))
+    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(value)))
 }
 
 /// The user's version alone (a conditional listing's check).
