@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod models;
 pub mod preconditions;
@@ -95,7 +96,29 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
             }
         });
     }
-    let state = AppState::new(db.clone(), auth::Verifier::new(&settings.auth), settings);
+    let postgres = db.dialect() == db::Dialect::Postgres;
+    let live = live::Hub::new(
+        settings.live.max_streams_per_user as usize,
+        settings.live.max_streams as usize,
+        // SQLite: one instance, it hears every write itself.
+        !postgres,
+    );
+    match settings.live.listen_url(&settings.database) {
+        _ if !postgres => {}
+        Some(url) => {
+            live::listener::spawn(url.to_owned(), Arc::clone(&live), Arc::clone(&readiness))
+        }
+        None => tracing::warn!(
+            "live events: behind a transaction-mode pooler with no direct URL (LISTEN_DATABASE_URL or \
+             MIGRATION_DATABASE_URL), other instances' changes reach streams by polling, every second"
+        ),
+    }
+    let state = AppState::new(
+        db.clone(),
+        auth::Verifier::new(&settings.auth),
+        settings,
+        live,
+    );
     let router = http::with_layers(routes::router(state.clone()), &settings.server);
     Ok(App {
         router,

@@ -37,6 +37,9 @@ pub enum Refusal {
     QueueFull,
     /// Over `RATE_LIMIT_PER_USER`.
     RateLimited,
+    /// `MAX_STREAMS_PER_USER` live streams of the user, or `MAX_STREAMS`
+    /// in all, are open on this instance.
+    StreamsFull,
 }
 
 pub struct UserLimits {

@@ -17,6 +17,8 @@ pub const WRITE_RECOVERY: Duration = Duration::from_secs(2);
 pub struct Readiness {
     started: AtomicBool,
     draining: AtomicBool,
+    /// Wakes what waits for the drain to begin (live streams end then).
+    drain_started: tokio::sync::Notify,
     /// Mirrors `write_failure.is_some()`: every committed write reads it.
     failing: AtomicBool,
     /// Why the last write could not be stored, and when, until writes succeed again.
@@ -51,6 +53,18 @@ impl Readiness {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+        self.drain_started.notify_waiters();
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn draining(&self) {
+        let started = self.drain_started.notified();
+        tokio::pin!(started);
+        started.as_mut().enable();
+        if self.is_draining() {
+            return;
+        }
+        started.await;
     }
 
     pub fn is_draining(&self) -> bool {

@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::db::{Db, DbError};
 use crate::idempotency::InFlight;
 use crate::limits::UserLimits;
+use crate::live::Hub;
 use crate::readiness::Readiness;
 use crate::store::{StoreConfig, UserTasks};
 
@@ -17,15 +18,19 @@ pub struct AppState {
     verifier: Arc<Verifier>,
     limits: Arc<UserLimits>,
     require_if_match: bool,
+    live: Arc<Hub>,
+    heartbeat: std::time::Duration,
 }
 
 impl AppState {
-    pub fn new(db: Db, verifier: Verifier, settings: &Settings) -> Self {
+    pub fn new(db: Db, verifier: Verifier, settings: &Settings, live: Arc<Hub>) -> Self {
         AppState {
             store: StoreConfig {
                 db,
                 max_tasks: settings.limits.max_tasks_per_user,
                 sync: settings.sync.clone(),
+                live: Arc::clone(&live),
+                notify: settings.live.live_notify == crate::config::Switch::On,
                 in_flight_keys: Arc::new(InFlight::default()),
                 #[cfg(debug_assertions)]
                 without_owner_filter: settings.database.test_only_without_owner_filter,
@@ -33,7 +38,23 @@ impl AppState {
             verifier: Arc::new(verifier),
             limits: UserLimits::new(&settings.limits),
             require_if_match: settings.sync.require_if_match,
+            live,
+            heartbeat: settings.live.sse_heartbeat_seconds,
         }
+    }
+
+    /// This instance's live streams.
+    pub(crate) fn live(&self) -> &Arc<Hub> {
+        &self.live
+    }
+
+    /// `SSE_HEARTBEAT_SECONDS`.
+    pub(crate) fn heartbeat(&self) -> std::time::Duration {
+        self.heartbeat
+    }
+
+    pub(crate) fn readiness_arc(&self) -> &Arc<Readiness> {
+        self.store.db.readiness_arc()
     }
 
     /// `REQUIRE_IF_MATCH`: a write without `If-Match` is 428.

@@ -91,6 +91,7 @@ mod tests {
         Identity {
             user_id: "alice".into(),
             email: None,
+            expires_at: f64::MAX,
         }
     }
 

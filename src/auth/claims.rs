@@ -92,7 +92,12 @@ impl ClaimsPolicy {
             return Err(TokenRejection::InvalidSubject);
         }
         let email = claims.email.and_then(|e| e.as_str().map(str::to_owned));
-        Ok((Identity { user_id, email }, exp))
+        let identity = Identity {
+            user_id,
+            email,
+            expires_at: exp,
+        };
+        Ok((identity, exp))
     }
 }
 

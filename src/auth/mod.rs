@@ -28,11 +28,13 @@ use keys::PublicKey;
 use token::Jws;
 
 /// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// The Better Auth user id (`sub`).
     pub user_id: String,
     pub email: Option<String>,
+    /// The token's `exp`, seconds since the epoch: a live stream ends then.
+    pub expires_at: f64,
 }
 
 /// Verifies bearer tokens against the configured sources. Built once at
@@ -94,7 +96,8 @@ impl Verifier {
     }
 }
 
-fn unix_now() -> f64 {
+/// Seconds since the epoch.
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

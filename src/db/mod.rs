@@ -91,6 +91,10 @@ impl Db {
         &self.0.readiness
     }
 
+    pub fn readiness_arc(&self) -> &Arc<Readiness> {
+        &self.0.readiness
+    }
+
     /// Each statement's rows, all from one snapshot.
     pub async fn read(&self, caller: Caller<'_>, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
         self.bounded(self.0.deadline, self.run(caller, stmts, false))

@@ -47,6 +47,7 @@ pub fn with_layers(routes: Router, server: &ServerSettings) -> Router {
             HeaderName::from_static(crate::idempotency::HEADER),
             header::IF_MATCH,
             header::IF_NONE_MATCH,
+            HeaderName::from_static("last-event-id"),
         ])
         .allow_credentials(true)
         .expose_headers([

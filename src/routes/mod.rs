@@ -5,6 +5,7 @@
 mod changes;
 mod docs;
 mod errors;
+mod events;
 mod extract;
 mod health;
 mod tasks;
@@ -20,6 +21,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(tasks::routes())
         .merge(changes::routes())
+        .merge(events::routes())
         .merge(health::routes())
 }
 

@@ -53,6 +53,8 @@ pub struct UserTasks {
     owner: Arc<str>,
     max_tasks: u64,
     sync: SyncSettings,
+    live: Arc<crate::live::Hub>,
+    notify: bool,
     in_flight_keys: Arc<InFlight>,
     #[cfg(debug_assertions)]
     without_owner_filter: bool,
@@ -80,6 +82,10 @@ pub struct StoreConfig {
     pub db: Db,
     pub max_tasks: u64,
     pub sync: SyncSettings,
+    /// Live streams to wake after each write of theirs.
+    pub live: Arc<crate::live::Hub>,
+    /// PostgreSQL: each write also notifies the other instances.
+    pub notify: bool,
     pub in_flight_keys: Arc<InFlight>,
     /// Tests only (`TEST_ONLY_WITHOUT_OWNER_FILTER`): see [`sql::without_owner_filter`].
     #[cfg(debug_assertions)]
@@ -94,6 +100,8 @@ impl UserTasks {
             owner: Arc::from(identity.user_id.as_str()),
             max_tasks: config.max_tasks,
             sync: config.sync.clone(),
+            live: Arc::clone(&config.live),
+            notify: config.notify,
             in_flight_keys: Arc::clone(&config.in_flight_keys),
             #[cfg(debug_assertions)]
             without_owner_filter: config.without_owner_filter,
@@ -113,8 +121,22 @@ impl UserTasks {
         self.db.read(self.caller(), &self.sent(stmts)).await
     }
 
-    async fn write(&self, stmts: Vec<Stmt>) -> Result<Vec<Rows>, DbError> {
-        self.db.write(self.caller(), &self.sent(stmts)).await
+    /// A write, then its user's live streams woken: here directly, on
+    /// other instances by a `NOTIFY` committed with it (PostgreSQL).
+    async fn write(&self, mut stmts: Vec<Stmt>) -> Result<Vec<Rows>, DbError> {
+        let channel = crate::live::channel(&self.owner);
+        let notify = self.notify && self.dialect() == Dialect::Postgres;
+        if notify {
+            let sql = format!("SELECT pg_notify('{}', $1)", crate::live::CHANNEL);
+            stmts.push(self.dialect().raw(&sql, [channel.clone().into()]));
+        }
+        let mut results = self.db.write(self.caller(), &self.sent(stmts)).await?;
+        if notify {
+            // The notification's own row is nobody's answer.
+            results.pop();
+        }
+        self.live.touch(&channel);
+        Ok(results)
     }
 
     /// The database knows whose work this is (row-level security).

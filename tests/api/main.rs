@@ -26,6 +26,7 @@ mod isolation;
 mod jwks;
 mod limits;
 mod listing;
+mod live;
 mod no_data_lost;
 mod operations;
 mod postgres_tls;

@@ -214,6 +214,7 @@ async fn typescript_clients_generated_from_the_document_compile_and_work() {
             ("dist/src/openapi-fetch.js", "openapi-fetch: ok"),
             ("dist/src/hey-api.js", "hey-api: ok"),
             ("dist/src/offline.js", "offline: ok"),
+            ("dist/src/events.js", "events: ok"),
         ] {
             let output = run("node", &[program, &base, &token]);
             let stdout = String::from_utf8_lossy(&output.stdout);

@@ -369,6 +369,62 @@ export type ListChangesResponses = {
 
 export type ListChangesResponse = ListChangesResponses[keyof ListChangesResponses];
 
+export type EventsData = {
+    body?: never;
+    headers?: {
+        /**
+         * The `id:` of the last event received: resume after it (wins over `since`)
+         */
+        'Last-Event-ID'?: string;
+    };
+    path?: never;
+    query?: {
+        /**
+         * A cursor to resume from (as `Last-Event-ID`)
+         */
+        since?: string;
+    };
+    url: '/api/tasks/events';
+};
+
+export type EventsErrors = {
+    /**
+     * Missing or invalid bearer token (`WWW-Authenticate: Bearer`)
+     */
+    401: ErrorBody;
+    /**
+     * The cursor is older than the tombstones kept (`TOMBSTONE_RETENTION_DAYS`) or ahead of the caller's version: reload from `since=0`
+     */
+    410: ErrorBody;
+    /**
+     * `since` or `limit` is invalid; `errors` names it
+     */
+    422: ErrorBody;
+    /**
+     * Too many requests of this user waiting, or over its rate limit; retry after `Retry-After` seconds
+     */
+    429: ErrorBody;
+    /**
+     * Unexpected error (no details are disclosed)
+     */
+    500: ErrorBody;
+    /**
+     * The database cannot be reached; retry shortly (`Retry-After`)
+     */
+    503: ErrorBody;
+};
+
+export type EventsError = EventsErrors[keyof EventsErrors];
+
+export type EventsResponses = {
+    /**
+     * `text/event-stream`: `event: upsert|delete` (`id:` the change's cursor, `data:` the feed's change object), `event: ready` (`data: {"cursor"}`) once caught up, `event: token_expired` at the token's expiry, comments as heartbeats
+     */
+    200: string;
+};
+
+export type EventsResponse = EventsResponses[keyof EventsResponses];
+
 export type DeleteTaskData = {
     body?: never;
     headers?: {

@@ -1,0 +1,318 @@
+//! Live events (`GET /api/tasks/events`): each change of a user reaches
+//! every open stream of that user, across instances, missing nothing, and
+//! no other user's.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, TestApp, error_code, error_fields, send};
+
+on_each_database!(
+    every_change_reaches_the_users_stream_and_no_other,
+    streams_resume_after_their_last_event,
+    streams_are_capped_and_authenticated,
+    a_stream_ends_when_its_token_does,
+    a_stream_ends_at_once_on_shutdown,
+);
+
+/// One event of a stream.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// A stream being read: its events, in order.
+struct Stream {
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(app: &TestApp, token: &str, query: &str, last_event_id: Option<&str>) -> Stream {
+        let response = Self::request(app, token, query, last_event_id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "content type"
+        );
+        Stream {
+            bytes: response.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    async fn request(
+        app: &TestApp,
+        token: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = app.request(Method::GET, &format!("/api/tasks/events{query}"), token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The next event (heartbeat comments skipped), within `within`; `None`
+    /// when the stream ended.
+    async fn next_within(&mut self, within: Duration) -> Option<Sse> {
+        tokio::time::timeout(within, self.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {within:?} (buffer {:?})", self.buffer))
+    }
+
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in frame.lines() {
+                    match line.split_once(':') {
+                        Some(("", _)) | None => {}
+                        Some(("id", v)) => id = Some(v.trim_start().to_owned()),
+                        Some(("event", v)) => event = v.trim_start().to_owned(),
+                        Some(("data", v)) => data.push_str(v.trim_start()),
+                        Some(_) => {}
+                    }
+                }
+                if data.is_empty() && id.is_none() && event == "message" {
+                    continue; // a comment: heartbeat
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                return Some(Sse { id, event, data });
+            }
+            match self.bytes.next().await {
+                Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Events up to and including `ready`.
+    async fn until_ready(&mut self) -> (Vec<Sse>, Value) {
+        let mut events = Vec::new();
+        loop {
+            let event = self
+                .next_within(Duration::from_secs(10))
+                .await
+                .expect("stream open");
+            if event.event == "ready" {
+                return (events, event.data);
+            }
+            events.push(event);
+        }
+    }
+}
+
+const SOON: Duration = Duration::from_secs(5);
+
+async fn every_change_reaches_the_users_stream_and_no_other(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let mut mine = Stream::open(&app, &alice, "", None).await;
+    let mut theirs = Stream::open(&app, &bob, "", None).await;
+    let (missed, ready) = mine.until_ready().await;
+    assert!(missed.is_empty());
+    assert_eq!(ready["cursor"], "0");
+    theirs.until_ready().await;
+
+    let task = app.create(&alice, json!({"title": "milk"})).await;
+    let path = format!("/api/tasks/{}", task["id"]);
+    let event = mine.next_within(SOON).await.unwrap();
+    assert_eq!(
+        (event.event.as_str(), event.id.as_deref()),
+        ("upsert", Some("1"))
+    );
+    assert_eq!(
+        event.data,
+        json!({"op": "upsert", "version": 1, "task": task})
+    );
+    let (_, renamed) = send(
+        app.request(Method::PUT, &path, &alice)
+            .json(&json!({"title": "oat milk"})),
+    )
+    .await;
+    let event = mine.next_within(SOON).await.unwrap();
+    assert_eq!(event.data["task"], renamed);
+    send(app.request(Method::PATCH, &format!("{path}/complete"), &alice)).await;
+    let event = mine.next_within(SOON).await.unwrap();
+    assert_eq!(event.data["task"]["completed"], true);
+    send(app.request(Method::DELETE, &path, &alice)).await;
+    let event = mine.next_within(SOON).await.unwrap();
+    assert_eq!(event.event, "delete");
+    assert_eq!(
+        event.data,
+        json!({"op": "delete", "version": 4, "id": task["id"]})
+    );
+    // Bob's first event is his own change: none of Alice's reached him.
+    let his = app.create(&bob, json!({"title": "bob's"})).await;
+    let event = theirs.next_within(SOON).await.unwrap();
+    assert_eq!(event.data["task"], his);
+}
+
+async fn streams_resume_after_their_last_event(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let token = app.token("resumer");
+    for title in ["a", "b", "c"] {
+        app.create(&token, json!({"title": title})).await;
+    }
+    let mut stream = Stream::open(&app, &token, "", Some("1")).await;
+    let (missed, ready) = stream.until_ready().await;
+    let ids: Vec<_> = missed.iter().map(|e| e.id.clone().unwrap()).collect();
+    assert_eq!(ids, ["2", "3"]);
+    assert_eq!(ready["cursor"], "3");
+    let mut stream = Stream::open(&app, &token, "?since=2", None).await;
+    let (missed, _) = stream.until_ready().await;
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].data["task"]["title"], "c");
+    // Then live, with no repeat of what came before.
+    app.create(&token, json!({"title": "d"})).await;
+    assert_eq!(
+        stream.next_within(SOON).await.unwrap().id.as_deref(),
+        Some("4")
+    );
+    // A cursor the feed refuses: 410 before any stream; a bad one: 422.
+    let response = Stream::request(&app, &token, "?since=99", None).await;
+    let (status, body) = crate::common::json(response).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::GONE, "cursor_expired")
+    );
+    let response = Stream::request(&app, &token, "", Some("x")).await;
+    let (status, body) = crate::common::json(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&body), ["Last-Event-ID"]);
+}
+
+async fn streams_are_capped_and_authenticated(backend: Backend) {
+    let Some(app) = TestApp::builder(backend)
+        .env("MAX_STREAMS_PER_USER", "2")
+        .env("MAX_IN_FLIGHT_PER_USER", "1")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let token = app.token("greedy");
+    let _one = Stream::open(&app, &token, "", None).await;
+    let _two = Stream::open(&app, &token, "", None).await;
+    let response = Stream::request(&app, &token, "", None).await;
+    let (status, body) = crate::common::json(response).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+    );
+    // Open streams take none of the user's in-flight slots (1 here).
+    app.create(&token, json!({"title": "still served"})).await;
+    // Another user is not affected; no token is 401 JSON.
+    let _other = Stream::open(&app, &app.token("other"), "", None).await;
+    let (status, body) = send(app.client.get(app.url("/api/tasks/events"))).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "not_authenticated")
+    );
+}
+
+async fn a_stream_ends_when_its_token_does(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else {
+        return;
+    };
+    let token = todo_api::auth::mint_hs256(&app.secret, "brief", None, 2).unwrap();
+    let mut stream = Stream::open(&app, &token, "", None).await;
+    stream.until_ready().await;
+    let event = stream.next_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(event.event, "token_expired");
+    assert!(
+        stream.next_within(Duration::from_secs(5)).await.is_none(),
+        "ended"
+    );
+}
+
+async fn a_stream_ends_at_once_on_shutdown(backend: Backend) {
+    let Some(mut app) = TestApp::start(backend).await else {
+        return;
+    };
+    let token = app.token("leaving");
+    let mut stream = Stream::open(&app, &token, "", None).await;
+    stream.until_ready().await;
+    let started = std::time::Instant::now();
+    // The shutdown timeout (30 s) is not waited for: the stream ends first.
+    app.stop().await;
+    assert!(stream.next_within(Duration::from_secs(5)).await.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Two instances on one PostgreSQL: a change made on either reaches the
+/// streams on the other; when the listener's connection is killed during a
+/// burst of writes, the stream still receives every change once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_cross_instances_and_survive_a_lost_listener() {
+    let Some(a) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    let b = a
+        .restart_builder(Backend::Postgres)
+        .start()
+        .await
+        .expect("second instance");
+    let (token, other) = (a.token("roamer"), a.token("bystander"));
+    let mut on_b = Stream::open(&b, &token, "", None).await;
+    let mut others = Stream::open(&b, &other, "", None).await;
+    on_b.until_ready().await;
+    others.until_ready().await;
+    let task = a.create(&token, json!({"title": "made on a"})).await;
+    let event = on_b.next_within(SOON).await.unwrap();
+    assert_eq!(event.data["task"], task);
+
+    // Kill every LISTEN backend while writing 50 changes on instance a.
+    let admin = sea_orm::Database::connect(&a.db.url).await.unwrap();
+    let writes = async {
+        for i in 0..50 {
+            a.create(&token, json!({"title": format!("burst {i}")}))
+                .await;
+            if i == 10 {
+                use sea_orm::ConnectionTrait;
+                admin
+                    .execute_unprepared(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    writes.await;
+    let mut ids = Vec::new();
+    while ids.len() < 50 {
+        let event = on_b
+            .next_within(Duration::from_secs(10))
+            .await
+            .expect("stream open");
+        ids.push(event.id.unwrap().parse::<i64>().unwrap());
+    }
+    assert_eq!(
+        ids,
+        (2..=51).collect::<Vec<_>>(),
+        "every change once, in order"
+    );
+    // The other user's stream saw none of it: its first event is its own.
+    let theirs = b.create(&other, json!({"title": "mine"})).await;
+    assert_eq!(others.next_within(SOON).await.unwrap().data["task"], theirs);
+    let _ = admin.close().await;
+}
