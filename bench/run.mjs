@@ -28,7 +28,7 @@ const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
   'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
+  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -1016,6 +1016,120 @@ async function feedScenario({ pg, db, server, secret, edKeys }) {
   return { tasks: n, changes: 10, ...r };
 }
 
+/**
+ * Opens a live stream (GET /api/tasks/events) and calls `onEvent(event,
+ * receivedAtNs)` for each event; resolves once the stream says `ready`.
+ * Returns a function that closes it.
+ */
+function openStream(server, token, onEvent = () => {}) {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    let ready = false;
+    const req = http.get(server.base + '/api/tasks/events', { headers: { authorization: `Bearer ${token}` } }, (res) => {
+      if (res.statusCode !== 200) { reject(new Error(`events answered ${res.statusCode}`)); res.resume(); return; }
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => {
+        const at = process.hrtime.bigint();
+        buffer += chunk;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const ev = { id: null, event: 'message', data: '' };
+          for (const line of frame.split('\n')) {
+            const i = line.indexOf(':');
+            if (i <= 0) continue;
+            const [k, v] = [line.slice(0, i), line.slice(i + 1).replace(/^ /, '')];
+            if (k === 'id') ev.id = v; else if (k === 'event') ev.event = v; else if (k === 'data') ev.data += v;
+          }
+          if (ev.event === 'ready' && !ready) { ready = true; resolve(() => req.destroy()); }
+          else if (ev.event !== 'message') onEvent(ev, at);
+        }
+      });
+    });
+    req.on('error', (e) => { if (!ready) reject(e); });
+  });
+}
+
+/**
+ * Two instances on one database: streams of 50 users on B, writes of those
+ * users on A at a steady rate; the time from each write's answer on A to
+ * its event on B's stream.
+ */
+async function liveLatencyScenario({ pg, db, auth, tmp, server, users }) {
+  const b = await startServer({ name: 'pg-live-b', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp });
+  const some = users.slice(0, 50);
+  const sent = new Map(); // `${sub}:${version}` -> answer time (ns)
+  const latencies = [];
+  const closers = [];
+  for (const u of some) {
+    closers.push(await openStream(b, u.hs256, (ev, at) => {
+      if (ev.event !== 'upsert') return;
+      const key = `${u.sub}:${ev.id}`;
+      const t = sent.get(key);
+      if (t !== undefined) { latencies.push(Number(at - t) / 1e6); sent.delete(key); }
+      else sent.set(key, -at); // the event came first (same instance clocks): rare
+    }));
+  }
+  const rate = 100;
+  const seconds = Math.max(5, Math.min(DURATION, 15));
+  const started = process.hrtime.bigint();
+  const pending = [];
+  for (let i = 0; i < rate * seconds; i++) {
+    const due = started + BigInt(Math.round((i * 1e9) / rate));
+    const wait = Number(due - process.hrtime.bigint()) / 1e6;
+    if (wait > 0) await sleep(wait);
+    const u = some[i % some.length];
+    pending.push(api(server, u.hs256, 'POST', '/api/tasks', { title: `live ${i}` }).then((r) => {
+      const at = process.hrtime.bigint();
+      const key = `${u.sub}:${r.body?.version}`;
+      const early = sent.get(key);
+      if (early !== undefined && early < 0n) { latencies.push(0); sent.delete(key); } else sent.set(key, at);
+    }));
+  }
+  await Promise.all(pending);
+  const deadline = Date.now() + 5000;
+  while (sent.size > 0 && Date.now() < deadline) await sleep(50);
+  for (const close of closers) close();
+  await b.stop();
+  const sorted = [...latencies].sort((x, y) => x - y);
+  return {
+    writes: rate * seconds, rate_per_s: rate, events: latencies.length, missing: rate * seconds - latencies.length,
+    p50_ms: round(percentile(sorted, 50), 2), p99_ms: round(percentile(sorted, 99), 2), max_ms: round(sorted[sorted.length - 1], 2),
+  };
+}
+
+/** `count` idle streams on one instance: its memory, and its CPU over a quiet minute of heartbeats. */
+async function liveIdleScenario({ pg, db, auth, tmp, secret, edKeys }) {
+  const count = 10_000;
+  const perUser = 50;
+  const server = await startServer({
+    name: 'pg-live-idle', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp,
+    env: { MAX_STREAMS_PER_USER: String(perUser), MAX_STREAMS: String(count + 100), SSE_HEARTBEAT_SECONDS: '15' },
+  });
+  const before = memoryKiB(server.pid);
+  const owners = makeUsersFrom(UID_BASE + 777_000n, Math.ceil(count / perUser), secret, edKeys);
+  const closers = [];
+  for (let i = 0; i < count; i += 100) {
+    const batch = [];
+    for (let k = i; k < Math.min(count, i + 100); k++) batch.push(openStream(server, owners[Math.floor(k / perUser)].hs256));
+    closers.push(...(await Promise.all(batch)));
+  }
+  const opened = memoryKiB(server.pid);
+  const quiet = 60;
+  const cpuBefore = cpuSeconds(server.pid);
+  await sleep(quiet * 1000);
+  const cpu = cpuSeconds(server.pid) - cpuBefore;
+  const after = memoryKiB(server.pid);
+  for (const close of closers) close();
+  await server.stop();
+  return {
+    streams: count, rss_before_mib: round(before.rss / 1024, 1), rss_open_mib: round(opened.rss / 1024, 1),
+    rss_after_quiet_mib: round(after.rss / 1024, 1), kib_per_stream: round((after.rss - before.rss) / count, 2),
+    cpu_share_of_a_core: round(cpu / quiet, 4),
+  };
+}
+
 async function main() {
   need('wrk');
   if (wantPg) { need('pgbench'); need('psql'); }
@@ -1183,6 +1297,22 @@ async function main() {
       results.list_1000_pg = await longListScenario({ server, secret, edKeys });
       log(`pg-list-1000: median ${results.list_1000_pg.median_ms} ms, server CPU ${results.list_1000_pg.server_cpu_ms_per_request} ms per request`);
     }
+    if (want('pg-mix-notify-off')) {
+      // The same mix through an instance that sends no NOTIFY with its writes.
+      const off = await startServer({ name: 'pg-notify-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { LIVE_NOTIFY: 'off' } });
+      resetData(pg, db, lastSeeded);
+      const m = await runWrk({ server: off, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-notify-off' });
+      record(withStatements({ name: 'pg-mix-notify-off', description: 'realistic mix, HS256, no NOTIFY with writes', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
+      await off.stop();
+    }
+    if (want('live-latency')) {
+      results.live_latency = await liveLatencyScenario({ pg, db, auth, tmp, server, users });
+      log(`live-latency: p50 ${results.live_latency.p50_ms} ms, p99 ${results.live_latency.p99_ms} ms over ${results.live_latency.events} events`);
+    }
+    if (want('live-idle')) {
+      results.live_idle = await liveIdleScenario({ pg, db, auth, tmp, secret, edKeys });
+      log(`live-idle: ${results.live_idle.streams} streams, RSS ${results.live_idle.rss_after_quiet_mib} MiB, CPU ${results.live_idle.cpu_share_of_a_core} of a core`);
+    }
     if (want('pg-list-304')) {
       results.list_304 = await notModifiedScenario({ server, users });
       log(`pg-list-304: server CPU ${results.list_304.list_304.server_cpu_us_per_request} µs (304) vs ${results.list_304.list_200.server_cpu_us_per_request} µs (200) per request`);
@@ -1276,6 +1406,18 @@ async function main() {
   }
   for (const [db, r] of [['PostgreSQL', results.list_1000_pg], ['SQLite', results.list_1000_sqlite]]) {
     if (r) out.push(`List of ${r.tasks} tasks, ${db}, one request at a time (${r.body_bytes} bytes): client time to last byte median ${r.median_ms} ms, p90 ${r.p90_ms} ms; server CPU ${r.server_cpu_ms_per_request} ms per request`);
+  }
+  if (results.live_latency) {
+    const r = results.live_latency;
+    out.push(`Live events, write answered on instance A to event on a stream on B, ${r.rate_per_s} writes/s: p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms, max ${r.max_ms} ms (${r.events} events, ${r.missing} missing)`);
+  }
+  if (results.live_idle) {
+    const r = results.live_idle;
+    out.push(`Idle live streams: ${fmt(r.streams)} on one instance, RSS ${r.rss_before_mib} -> ${r.rss_after_quiet_mib} MiB (${r.kib_per_stream} KiB each), CPU over a quiet minute ${pct(r.cpu_share_of_a_core)} of a core`);
+  }
+  const [notifying, silent] = [find('pg-mix'), find('pg-mix-notify-off')];
+  if (notifying && silent) {
+    out.push(`NOTIFY with each write, pg-mix on vs off: req/s ${fmt(notifying.rps)} vs ${fmt(silent.rps)} (${pct(notifying.rps / silent.rps)}), p99 ${notifying.latency_ms?.p99} vs ${silent.latency_ms?.p99} ms`);
   }
   if (results.list_304) {
     const r = results.list_304;

@@ -16,6 +16,7 @@ on_each_database!(
     streams_are_capped_and_authenticated,
     a_stream_ends_when_its_token_does,
     a_stream_ends_at_once_on_shutdown,
+    idle_streams_get_heartbeats_and_the_instance_cap_holds,
 );
 
 /// One event of a stream.
@@ -315,4 +316,37 @@ async fn changes_cross_instances_and_survive_a_lost_listener() {
     let theirs = b.create(&other, json!({"title": "mine"})).await;
     assert_eq!(others.next_within(SOON).await.unwrap().data["task"], theirs);
     let _ = admin.close().await;
+}
+
+/// An idle stream gets a comment every `SSE_HEARTBEAT_SECONDS`; beyond
+/// `MAX_STREAMS` on the instance, whoever asks gets 429.
+async fn idle_streams_get_heartbeats_and_the_instance_cap_holds(backend: Backend) {
+    let Some(app) = TestApp::builder(backend)
+        .env("SSE_HEARTBEAT_SECONDS", "1")
+        .env("MAX_STREAMS", "2")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let response = Stream::request(&app, &app.token("quiet"), "", None).await;
+    let mut bytes = response.bytes_stream();
+    let mut text = String::new();
+    let started = std::time::Instant::now();
+    while !text.lines().any(|l| l.starts_with(':')) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), bytes.next())
+            .await
+            .expect("a heartbeat within 5 s")
+            .expect("stream open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let _second = Stream::open(&app, &app.token("another"), "", None).await;
+    let response = Stream::request(&app, &app.token("third"), "", None).await;
+    let (status, body) = crate::common::json(response).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+    );
 }
