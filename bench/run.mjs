@@ -574,12 +574,12 @@ function pgbenchStatements() {
  * on, its default): a transaction that takes the request role and sets the
  * user, pipelined with the statements (one round trip).
  */
-const REQUEST_TRANSACTION = ['BEGIN', 'SET LOCAL ROLE todo_request', "SELECT set_config('todo.user_id', $1, true)", 'COMMIT'];
+const REQUEST_TRANSACTION = ['BEGIN', 'SET LOCAL ROLE todo_request', "SELECT set_config('todo.user_id', $1, true)", "SELECT pg_notify('todo_changes', $1)", 'COMMIT'];
 
 /**
  * A pgbench script's statements wrapped as the server sends them: in a
  * pipeline (one round trip), in a transaction that takes the request role
- * and sets the user. Written to `tmp`; returns its path.
+ * and sets the user, a write with its NOTIFY. Written to `tmp`; returns its path.
  */
 function wrappedScript(kind, tmp) {
   const lines = fs.readFileSync(path.join(HERE, 'pgbench', KIND_SCRIPTS[kind]), 'utf8').split('\n');
@@ -591,6 +591,8 @@ function wrappedScript(kind, tmp) {
     'SET LOCAL ROLE todo_request;',
     "SELECT set_config('todo.user_id', :uid, true);",
     ...lines.filter(isSql),
+    // Writes wake live streams on other instances (LIVE_NOTIFY, on by default).
+    ...(kind === 'list' || kind === 'get' ? [] : ["SELECT pg_notify('todo_changes', :uid);"]),
     'COMMIT;',
     '\\endpipeline',
   ];
