@@ -1,40 +1,11 @@
-//! The statements of the store. Writes are SQL both databases run (with
-//! PostgreSQL's `$n` placeholders as SQLite's `?n`); the listing, whose
-//! filters and order vary, is built with SeaORM.
-//!
-//! Every statement carries `user_id = $1`, the verified caller. A write is
-//! a list of statements run in order in one transaction, each deciding
-//! from the database alone: on PostgreSQL one statement with `WITH`; on
-//! SQLite (no `INSERT` in `WITH`) several, a later one asking `changes()`
-//! (rows the one before it changed) and `last_insert_rowid()`.
+//! The writes: a create (with its key), an update or toggle, a delete, and
+//! the service's purges.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, BinOper, Expr, ExprTrait, Order, Query, SubQueryStatement, Value};
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select,
-};
+use sea_orm::sea_query::Value;
 
+use super::{TASK, portable, task_of};
 use crate::db::{Dialect, Stmt};
-use crate::models::list::{CompletedFilter, ListQuery, SortField, SortOrder};
-use crate::models::task::{Column, Entity as Tasks};
-
-/// A task's columns, in the order `task()` of the store reads them.
-const TASK: &str = "id, user_id, title, description, completed, created_at, updated_at, version";
-
-/// [`TASK`] of the table (or CTE) `table`, where a name alone is ambiguous.
-fn task_of(table: &str) -> String {
-    TASK.split(", ")
-        .map(|column| format!("{table}.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The instant rows store: microseconds, what PostgreSQL keeps, so the
-/// instant a write returns is the one every later read returns.
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
-}
 
 /// A create: $1 user, $2 the task limit, $3 title, $4 description,
 /// $5 completed, $6 now; with a key, $7 the key, $8 its fingerprint,
@@ -175,11 +146,6 @@ pub fn create(dialect: Dialect, new: &NewRow, key: Option<&Key>) -> Vec<Stmt> {
             stmts
         }
     }
-}
-
-pub fn get(dialect: Dialect, user: &str, id: i64) -> Stmt {
-    let sql = format!("SELECT {TASK} FROM tasks WHERE user_id = $1 AND id = $2");
-    portable(dialect, &sql, &[user.into(), id.into()])
 }
 
 /// The `If-Match` of a write: any version (none given, or `*`), or one of
@@ -393,141 +359,6 @@ pub fn purge_keys(dialect: Dialect, expiry: DateTime<Utc>) -> Stmt {
     portable(dialect, sql, &[expiry.into()])
 }
 
-/// The caller's tasks that `query` filters in; `None` when nothing can match.
-fn filtered(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Select<Tasks>> {
-    let mut select = Tasks::find().filter(Column::UserId.eq(user));
-    match query.completed_filter() {
-        CompletedFilter::Any => {}
-        CompletedFilter::Only(done) => select = select.filter(Column::Completed.eq(done)),
-        CompletedFilter::Nothing => return None,
-    }
-    if let Some(q) = &query.q {
-        let matches = |col: Column| match dialect {
-            // SQLite's LIKE and lower() fold ASCII only; its REGEXP (Rust's
-            // regex, switched on in db/sqlite.rs) folds all of Unicode.
-            Dialect::Sqlite => Expr::col(col).binary(
-                BinOper::Custom("REGEXP"),
-                format!("(?i){}", regex::escape(q)),
-            ),
-            // `ILIKE '%q%'` without its backtracking matcher (slow on a long
-            // q over many tasks), and `%`, `_` need no escaping.
-            Dialect::Postgres => Expr::cust_with_exprs(
-                "strpos(lower($1), lower($2)) > 0",
-                [Expr::col((Tasks, col)), Expr::val(q.as_str())],
-            ),
-        };
-        select = select.filter(
-            Condition::any()
-                .add(matches(Column::Title))
-                .add(matches(Column::Description)),
-        );
-    }
-    Some(select)
-}
-
-/// The listing: the page, each row with the number of matching tasks (the
-/// user's `task_count` when nothing is filtered; else `COUNT(*) OVER ()` on
-/// PostgreSQL and, on SQLite, whose window sorts the rows again, the count
-/// once as a scalar subquery) and the user's version (from the same
-/// snapshot: the list's `ETag`).
-pub fn list(dialect: Dialect, user: &str, query: &ListQuery) -> Option<Stmt> {
-    let select = filtered(dialect, user, query)?;
-    let order = match query.order.unwrap_or_default() {
-        SortOrder::Asc => Order::Asc,
-        SortOrder::Desc => Order::Desc,
-    };
-    let sort = query.sort.unwrap_or_default();
-    let sort_column = match sort {
-        SortField::CreatedAt => Column::CreatedAt,
-        SortField::UpdatedAt => Column::UpdatedAt,
-        SortField::Title => Column::Title,
-        SortField::Id => Column::Id,
-    };
-    let unfiltered = query.completed_filter() == CompletedFilter::Any && query.q.is_none();
-    let total = match dialect {
-        // The user's count, kept by every create and delete: the page alone
-        // is read (an index range of `limit` rows), not every task.
-        _ if unfiltered => of_task_list(user, "task_count"),
-        Dialect::Sqlite => Expr::SubQuery(None, Box::new(count(&select))),
-        Dialect::Postgres => Expr::cust("COUNT(*) OVER ()"),
-    };
-    let mut page = select
-        .column_as(total, "total_count")
-        .column_as(version_of(user), "list_version")
-        .order_by(sort_column, order.clone());
-    if sort != SortField::Id {
-        page = page.order_by(Column::Id, order);
-    }
-    // SQLite accepts OFFSET only after a LIMIT: "no limit" is the largest one.
-    let limit = query.limit.or(query.offset.map(|_| i64::MAX as u64));
-    let page = page.limit(limit).offset(query.offset);
-    Some(dialect.render(&page.into_query()))
-}
-
-/// For an empty page, which carries neither: the number of the caller's
-/// tasks matching `query` (0 when nothing can) and the user's version.
-pub fn list_totals(dialect: Dialect, user: &str, query: &ListQuery) -> Stmt {
-    let count = match filtered(dialect, user, query) {
-        Some(select) => Expr::SubQuery(None, Box::new(count(&select))),
-        None => Expr::val(0i64),
-    };
-    let totals = Query::select()
-        .expr(count)
-        .expr(version_of(user))
-        .to_owned();
-    dialect.render(&totals)
-}
-
-/// The user's version: 0 before their first write.
-fn version_of(user: &str) -> Expr {
-    of_task_list(user, "version")
-}
-
-/// A column of the user's `task_lists` row (0 before their first write).
-fn of_task_list(user: &str, column: &'static str) -> Expr {
-    let value = Query::select()
-        .expr(Expr::cust(format!("COALESCE(MAX({column}), 0)")))
-        .from(Alias::new("task_lists"))
-        .and_where(Expr::col(Alias::new("user_id")).eq(user))
-        .to_owned();
-    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(value)))
-}
-
-/// The user's version alone (a conditional listing's check).
-pub fn user_version(dialect: Dialect, user: &str) -> Stmt {
-    dialect.render(&Query::select().expr(version_of(user)).to_owned())
-}
-
-/// The changes feed: $1 user, $2 since, $3 the oldest time a tombstone is
-/// kept, $4 the page's length + 1. One row of the user's version and
-/// whether `since` is past what the kept tombstones answer, with each
-/// change after `since` (ascending by version; NULLs when there is none):
-/// `gone`, then [`TASK`] (a tombstone: its id and version, the rest NULL).
-/// `since` 0 is the snapshot: live tasks only.
-pub fn changes(
-    dialect: Dialect,
-    user: &str,
-    since: i64,
-    kept_from: DateTime<Utc>,
-    limit: i64,
-) -> Stmt {
-    let sql = "SELECT h.version, h.expired, c.gone, c.id, c.user_id, c.title, c.description, \
-         c.completed, c.created_at, c.updated_at, c.version FROM \
-         (SELECT COALESCE((SELECT version FROM task_lists WHERE user_id = $1), 0) AS version, \
-           EXISTS (SELECT 1 FROM task_tombstones WHERE user_id = $1 AND version > $2 AND $2 > 0 \
-             AND deleted_at < $3) AS expired) AS h \
-         LEFT JOIN (SELECT * FROM ( \
-           SELECT false AS gone, id, user_id, title, description, completed, created_at, updated_at, version \
-             FROM tasks WHERE user_id = $1 AND version > $2 \
-           UNION ALL \
-           SELECT true, task_id, user_id, NULL, NULL, NULL, NULL, NULL, version \
-             FROM task_tombstones WHERE user_id = $1 AND version > $2 AND $2 > 0 \
-         ) AS u ORDER BY version LIMIT $4) AS c ON true \
-         ORDER BY c.version";
-    let values = [user.into(), since.into(), kept_from.into(), limit.into()];
-    portable(dialect, sql, &values)
-}
-
 /// Tombstones deleted before `kept_from`, every user's (the purge), except
 /// each user's newest such one: it stays to tell the feed that cursors
 /// before it can no longer be answered.
@@ -536,53 +367,4 @@ pub fn purge_tombstones(dialect: Dialect, kept_from: DateTime<Utc>) -> Stmt {
          (SELECT 1 FROM task_tombstones AS newer WHERE newer.user_id = task_tombstones.user_id \
           AND newer.version > task_tombstones.version AND newer.deleted_at < $1) RETURNING 1";
     portable(dialect, sql, &[kept_from.into()])
-}
-
-fn count(select: &Select<Tasks>) -> SubQueryStatement {
-    SubQueryStatement::SelectStatement(
-        select
-            .clone()
-            .select_only()
-            .column_as(Expr::cust("COUNT(*)"), "n")
-            .into_query(),
-    )
-}
-
-/// Tests only: `stmt` without its conditions on `user_id` (each becomes
-/// `'' <> $n`, true for any user, keeping its parameter), to show that
-/// row-level security alone keeps users apart (PostgreSQL's forms).
-#[cfg(debug_assertions)]
-pub fn without_owner_filter(stmt: Stmt) -> Stmt {
-    stmt.with_sql(|sql| {
-        [
-            "k.user_id = $",
-            "tasks.user_id = $",
-            "\"tasks\".\"user_id\" = $",
-            "user_id = $",
-        ]
-        .iter()
-        .fold(sql.to_owned(), |sql, condition| {
-            sql.replace(condition, "'' <> $")
-        })
-    })
-}
-
-/// SQL with `$n` placeholders, for `dialect` (SQLite numbers them `?n`),
-/// with the values up to the highest it names: SQLite refuses more values
-/// than a statement has parameters.
-fn portable(dialect: Dialect, sql: &str, values: &[Value]) -> Stmt {
-    let highest = sql
-        .split('$')
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<usize>().ok()
-        })
-        .max()
-        .unwrap_or(0);
-    let values = values[..highest.min(values.len())].iter().cloned();
-    match dialect {
-        Dialect::Postgres => dialect.raw(sql, values),
-        Dialect::Sqlite => dialect.raw(&sql.replace('$', "?"), values),
-    }
 }
