@@ -28,7 +28,7 @@ const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
   'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
+  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -1307,6 +1307,22 @@ async function main() {
       record(withStatements({ name: 'pg-mix-notify-off', description: 'realistic mix, HS256, no NOTIFY with writes', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
       await off.stop();
     }
+    if (want('pg-mix-streams')) {
+      // The mix again with 1,000 live streams open on the same instance (5 on
+      // each seeded user), each receiving its user's changes as they happen.
+      let events = 0;
+      const closers = [];
+      for (let i = 0; i < 1000; i += 50) {
+        const batch = [];
+        for (let k = i; k < i + 50; k++) batch.push(openStream(server, users[k % users.length].hs256, () => { events++; }));
+        closers.push(...(await Promise.all(batch)));
+      }
+      resetData(pg, db, lastSeeded);
+      const m = await runWrk({ server, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-streams' });
+      record(withStatements({ name: 'pg-mix-streams', description: 'realistic mix, HS256, with 1,000 live streams open and receiving', mix: mixSpec(MIX), ...(await m(pgCtx())) }));
+      for (const close of closers) close();
+      results.streams_events = events;
+    }
     if (want('live-latency')) {
       results.live_latency = await liveLatencyScenario({ pg, db, auth, tmp, server, users });
       log(`live-latency: p50 ${results.live_latency.p50_ms} ms, p99 ${results.live_latency.p99_ms} ms over ${results.live_latency.events} events`);
@@ -1416,6 +1432,10 @@ async function main() {
   if (results.live_idle) {
     const r = results.live_idle;
     out.push(`Idle live streams: ${fmt(r.streams)} on one instance, RSS ${r.rss_before_mib} -> ${r.rss_after_quiet_mib} MiB (${r.kib_per_stream} KiB each), CPU over a quiet minute ${pct(r.cpu_share_of_a_core)} of a core`);
+  }
+  const [quiet, streaming] = [find('pg-mix'), find('pg-mix-streams')];
+  if (quiet && streaming) {
+    out.push(`1,000 live streams open and receiving (${fmt(results.streams_events ?? 0)} events), pg-mix with vs without: req/s ${fmt(streaming.rps)} vs ${fmt(quiet.rps)} (${pct(streaming.rps / quiet.rps)}), p99 ${streaming.latency_ms?.p99} vs ${quiet.latency_ms?.p99} ms`);
   }
   const [notifying, silent] = [find('pg-mix'), find('pg-mix-notify-off')];
   if (notifying && silent) {
