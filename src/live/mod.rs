@@ -21,6 +21,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 
+use crate::store::{Changes, StoreError};
+
 /// The PostgreSQL channel of the notifications.
 pub const CHANNEL: &str = "todo_changes";
 
@@ -57,12 +59,24 @@ pub struct Hub {
 struct UserSignal {
     changed: watch::Sender<u64>,
     streams: AtomicUsize,
+    /// The newest page of the feed read for this user's streams: streams at
+    /// the same cursor share one read instead of one each.
+    page: tokio::sync::Mutex<Option<SharedPage>>,
+}
+
+struct SharedPage {
+    since: i64,
+    /// The user's signal count when the read began: the page holds every
+    /// change signalled up to it.
+    stamp: u64,
+    changes: Arc<Changes>,
 }
 
 /// An open stream's membership: its user's signal, given back on drop.
 pub struct Subscription {
     hub: Arc<Hub>,
     key: String,
+    signal: Arc<UserSignal>,
     changed: watch::Receiver<u64>,
     hearing: watch::Receiver<bool>,
 }
@@ -92,6 +106,7 @@ impl Hub {
             Arc::new(UserSignal {
                 changed: watch::Sender::new(0),
                 streams: AtomicUsize::new(0),
+                page: tokio::sync::Mutex::new(None),
             })
         });
         if signal.streams.load(Ordering::Relaxed) >= self.max_per_user {
@@ -99,12 +114,14 @@ impl Hub {
         }
         signal.streams.fetch_add(1, Ordering::Relaxed);
         let changed = signal.changed.subscribe();
+        let signal = Arc::clone(signal);
         if self.total.fetch_add(1, Ordering::Relaxed) == 0 {
             self.opened.notify_one();
         }
         Ok(Subscription {
             hub: Arc::clone(self),
             key,
+            signal,
             changed,
             hearing: self.hearing.subscribe(),
         })
@@ -165,6 +182,38 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+impl Subscription {
+    /// The feed after `since`, read by `read` or shared with another of the
+    /// user's streams that read it from the same cursor since every change
+    /// this stream has been signalled. Reads of one user's streams take
+    /// turns, so the second waits for the first and takes its page.
+    pub async fn page<F, R>(&self, since: i64, read: F) -> Result<Arc<Changes>, StoreError>
+    where
+        F: FnOnce() -> R,
+        R: Future<Output = Result<Changes, StoreError>>,
+    {
+        let seen = *self.changed.borrow();
+        // While notifications may be missed, a stream polls: it must read.
+        let hearing = *self.hearing.borrow();
+        let mut shared = self.signal.page.lock().await;
+        if let Some(page) = shared.as_ref()
+            && hearing
+            && page.since == since
+            && page.stamp >= seen
+        {
+            return Ok(Arc::clone(&page.changes));
+        }
+        let stamp = *self.signal.changed.borrow();
+        let changes = Arc::new(read().await?);
+        *shared = Some(SharedPage {
+            since,
+            stamp,
+            changes: Arc::clone(&changes),
+        });
+        Ok(changes)
     }
 }
 

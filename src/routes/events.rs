@@ -148,10 +148,12 @@ fn live(
                 () = readiness.draining() => return,
             }
             loop {
-                match tasks.changes(cursor, PAGE).await {
+                // One read per user and instance: the user's other streams at
+                // the same cursor take this page too.
+                match subscription.page(cursor, || tasks.changes(cursor, PAGE)).await {
                     Ok(page) => {
                         cursor = page.cursor;
-                        for change in page.changes {
+                        for change in page.changes.iter().cloned() {
                             yield Ok(event(change));
                         }
                         if !page.has_more { break; }

@@ -110,12 +110,14 @@ impl UserTasks {
 }
 
 /// The user's changes after a cursor (see [`UserTasks::changes`]).
+#[derive(Clone)]
 pub struct Changes {
     pub changes: Vec<Change>,
     pub cursor: i64,
     pub has_more: bool,
 }
 
+#[derive(Clone)]
 pub enum Change {
     Upsert(task::Model),
     Delete { id: i64, version: i64 },
