@@ -53,10 +53,6 @@ impl AppState {
         self.heartbeat
     }
 
-    pub(crate) fn readiness_arc(&self) -> &Arc<Readiness> {
-        self.store.db.readiness_arc()
-    }
-
     /// `REQUIRE_IF_MATCH`: a write without `If-Match` is 428.
     pub(crate) fn require_if_match(&self) -> bool {
         self.require_if_match
@@ -70,7 +66,7 @@ impl AppState {
         &self.limits
     }
 
-    pub(crate) fn readiness(&self) -> &Readiness {
+    pub(crate) fn readiness(&self) -> &Arc<Readiness> {
         self.store.db.readiness()
     }
 

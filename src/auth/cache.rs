@@ -24,9 +24,8 @@ pub fn digest(token: &str) -> TokenDigest {
 }
 
 struct Verified {
+    /// Valid until its `expires_at` (`exp`).
     identity: Identity,
-    /// `exp`, in seconds since the epoch.
-    expires_at: f64,
     /// The JWKS key that verified it; `None` for the shared secret.
     key: Option<Arc<PublicKey>>,
 }
@@ -46,7 +45,7 @@ impl TokenCache {
     ) -> Option<Identity> {
         let mut entries = self.entries.lock().ok()?;
         let entry = entries.get(digest)?;
-        if now < entry.expires_at && entry.key.as_ref().is_none_or(key_is_current) {
+        if now < entry.identity.expires_at && entry.key.as_ref().is_none_or(key_is_current) {
             return Some(entry.identity.clone());
         }
         // Expired, or its key is gone: verified afresh (and refused) from now on.
@@ -58,7 +57,6 @@ impl TokenCache {
         &self,
         digest: TokenDigest,
         identity: Identity,
-        expires_at: f64,
         key: Option<Arc<PublicKey>>,
         now: f64,
     ) {
@@ -66,20 +64,13 @@ impl TokenCache {
             return;
         };
         if entries.len() >= CAPACITY {
-            entries.retain(|_, e| now < e.expires_at);
+            entries.retain(|_, e| now < e.identity.expires_at);
             if entries.len() >= CAPACITY {
                 // Still full of live tokens: start over rather than grow.
                 entries.clear();
             }
         }
-        entries.insert(
-            digest,
-            Verified {
-                identity,
-                expires_at,
-                key,
-            },
-        );
+        entries.insert(digest, Verified { identity, key });
     }
 }
 
@@ -91,7 +82,7 @@ mod tests {
         Identity {
             user_id: "alice".into(),
             email: None,
-            expires_at: f64::MAX,
+            expires_at: 100.0,
         }
     }
 
@@ -99,7 +90,7 @@ mod tests {
     fn hits_until_expiry_and_never_for_another_token() {
         let cache = TokenCache::default();
         let token = digest("a.b.c");
-        cache.insert(token, alice(), 100.0, None, 0.0);
+        cache.insert(token, alice(), None, 0.0);
         assert_eq!(cache.get(&token, 99.0, |_| true), Some(alice()));
         assert_eq!(cache.get(&digest("a.b.d"), 99.0, |_| true), None);
         assert_eq!(cache.get(&token, 100.0, |_| true), None, "expired");
@@ -110,7 +101,7 @@ mod tests {
     fn stays_bounded() {
         let cache = TokenCache::default();
         for i in 0..(CAPACITY * 2) {
-            cache.insert(digest(&i.to_string()), alice(), 100.0, None, 0.0);
+            cache.insert(digest(&i.to_string()), alice(), None, 0.0);
         }
         assert!(cache.entries.lock().unwrap().len() <= CAPACITY);
     }

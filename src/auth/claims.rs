@@ -55,8 +55,8 @@ pub struct ClaimsPolicy {
 
 impl ClaimsPolicy {
     /// `now` in seconds since the epoch. No leeway: `exp` is a hard limit.
-    /// The identity, and until when (`exp`) it holds.
-    pub fn check(&self, claims: Claims, now: f64) -> Result<(Identity, f64), TokenRejection> {
+    /// The identity, holding until its `expires_at` (`exp`).
+    pub fn check(&self, claims: Claims, now: f64) -> Result<Identity, TokenRejection> {
         let exp = claims.exp.ok_or(TokenRejection::MissingExpiry)?;
         if now >= exp {
             return Err(TokenRejection::Expired);
@@ -92,12 +92,11 @@ impl ClaimsPolicy {
             return Err(TokenRejection::InvalidSubject);
         }
         let email = claims.email.and_then(|e| e.as_str().map(str::to_owned));
-        let identity = Identity {
+        Ok(Identity {
             user_id,
             email,
             expires_at: exp,
-        };
-        Ok((identity, exp))
+        })
     }
 }
 

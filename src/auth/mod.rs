@@ -89,9 +89,8 @@ impl Verifier {
             return Err(TokenRejection::BadSignature);
         }
         let claims = jws.claims().ok_or(TokenRejection::MalformedClaims)?;
-        let (identity, expires_at) = self.policy.check(claims, now)?;
-        self.verified
-            .insert(digest, identity.clone(), expires_at, key, now);
+        let identity = self.policy.check(claims, now)?;
+        self.verified.insert(digest, identity.clone(), key, now);
         Ok(identity)
     }
 }

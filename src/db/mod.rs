@@ -87,11 +87,7 @@ impl Db {
         }
     }
 
-    pub fn readiness(&self) -> &Readiness {
-        &self.0.readiness
-    }
-
-    pub fn readiness_arc(&self) -> &Arc<Readiness> {
+    pub fn readiness(&self) -> &Arc<Readiness> {
         &self.0.readiness
     }
 

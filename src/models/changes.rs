@@ -11,13 +11,23 @@ use super::list::whole_number;
 pub const FEED_LIMIT_MAX: u16 = 1000;
 pub const FEED_LIMIT_DEFAULT: u16 = 500;
 
+/// A cursor (a version) as text: 1 to 18 digits. No version has more, and
+/// every such number fits in a signed 64-bit integer, so what the OpenAPI
+/// pattern admits is exactly what parses.
+pub fn cursor(text: &str) -> Option<i64> {
+    if text.len() > 18 {
+        return None;
+    }
+    whole_number(text).and_then(|n| i64::try_from(n).ok())
+}
+
 /// Where the feed starts, and how much of it one answer holds.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeedQuery {
     /// A `cursor` of an earlier answer (or an `ETag`'s version); absent or
     /// `0`: every live task (the snapshot).
-    #[param(value_type = Option<String>, pattern = r"^[0-9]+$", example = "43")]
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}$", example = "43")]
     pub since: i64,
     /// Changes per answer, 1 to 1000 (default 500).
     #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
@@ -42,8 +52,8 @@ impl FeedQuery {
                 continue;
             }
             match &*name {
-                "since" => match whole_number(&value) {
-                    Some(since) => query.since = since as i64,
+                "since" => match cursor(&value) {
+                    Some(since) => query.since = since,
                     None => errors.push(FieldError::new(
                         "since",
                         "must be a cursor this API returned (a whole number, 0 or more)",
@@ -99,6 +109,7 @@ mod tests {
             ("since=1.5", "since"),
             ("since=%00", "since"),
             ("since=99999999999999999999", "since"),
+            ("since=1234567890123456789", "since"),
             ("since=1&since=2", "since"),
             ("limit=0", "limit"),
             ("limit=1001", "limit"),

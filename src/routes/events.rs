@@ -28,8 +28,7 @@ use super::extract::AuthUser;
 use crate::error::ApiError;
 use crate::limits::{Refusal, Refused};
 use crate::live::Full;
-use crate::models::changes::FeedQuery;
-use crate::models::list::whole_number;
+use crate::models::changes::{FeedQuery, cursor};
 use crate::models::output::{ChangeOut, TaskOut};
 use crate::state::AppState;
 use crate::store::{Change, Changes, StoreError, UserTasks};
@@ -47,7 +46,7 @@ const PAGE: u16 = 200;
     path = "/api/tasks/events",
     tag = "tasks",
     params(
-        ("since" = Option<String>, Query, description = "A cursor to resume from (as `Last-Event-ID`)", pattern = r"^[0-9]+$"),
+        ("since" = Option<String>, Query, description = "A cursor to resume from (as `Last-Event-ID`)", pattern = r"^[0-9]{1,18}$"),
         ("Last-Event-ID" = Option<String>, Header, description = "The `id:` of the last event received: resume after it (wins over `since`)", nullable = false)
     ),
     responses(
@@ -65,27 +64,28 @@ pub async fn events(
     if !state.readiness().is_started() || state.readiness().is_draining() {
         return Err(ApiError::unavailable("not serving live events now"));
     }
-    let since =
-        match headers.get("last-event-id") {
-            Some(value) => Some(value.to_str().ok().and_then(whole_number).ok_or_else(|| {
-                ApiError::field("Last-Event-ID", "must be an event id this API sent")
-            })? as i64),
-            None => {
-                let asked = raw.as_deref().is_some_and(|q| {
-                    url::form_urlencoded::parse(q.as_bytes()).any(|(name, _)| name == "since")
-                });
-                let query = FeedQuery::parse(raw.as_deref())?;
-                asked.then_some(query.since)
-            }
-        };
-    let subscription = state.live().subscribe(&identity.user_id).map_err(|full| {
-        ApiError::TooManyRequests(Refused {
-            reason: Refusal::StreamsFull,
-            retry_after: match full {
-                Full::User | Full::Instance => Duration::from_secs(5),
-            },
-        })
-    })?;
+    let since = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().ok().and_then(cursor).ok_or_else(|| {
+            ApiError::field("Last-Event-ID", "must be an event id this API sent")
+        })?),
+        None => {
+            let asked = raw.as_deref().is_some_and(|q| {
+                url::form_urlencoded::parse(q.as_bytes()).any(|(name, _)| name == "since")
+            });
+            let query = FeedQuery::parse(raw.as_deref())?;
+            asked.then_some(query.since)
+        }
+    };
+    // Either cap (the user's, the instance's): the same answer.
+    let subscription = state
+        .live()
+        .subscribe(&identity.user_id)
+        .map_err(|_: Full| {
+            ApiError::TooManyRequests(Refused {
+                reason: Refusal::StreamsFull,
+                retry_after: Duration::from_secs(5),
+            })
+        })?;
     let tasks = state.store_for(&identity);
     // Subscribed: read where the stream starts (a cursor the feed refuses is
     // a 410 before the stream; none: the current version).
@@ -100,7 +100,7 @@ pub async fn events(
     let expires_in = Duration::from_secs_f64(
         (identity.expires_at - crate::auth::unix_now()).clamp(0.0, 365.0 * 86_400.0),
     );
-    let readiness = std::sync::Arc::clone(state.readiness_arc());
+    let readiness = std::sync::Arc::clone(state.readiness());
     let stream = live(tasks, subscription, first, expires_in, readiness);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(state.heartbeat()).text(""))
@@ -138,15 +138,20 @@ fn live(
             }
         }
         yield Ok(Event::default().event("ready").data(format!("{{\"cursor\":\"{cursor}\"}}")));
+        // The last read failed for want of the database: read again shortly,
+        // whether or not a later write wakes the stream.
+        let mut retry = false;
         loop {
             tokio::select! {
                 () = subscription.changed() => {}
+                () = tokio::time::sleep(crate::live::POLL_WHILE_DEAF), if retry => {}
                 () = &mut expiry => {
                     yield Ok(Event::default().event("token_expired").data("{}"));
                     return;
                 }
                 () = readiness.draining() => return,
             }
+            retry = false;
             loop {
                 // One read per user and instance: the user's other streams at
                 // the same cursor take this page too.
@@ -158,9 +163,12 @@ fn live(
                         }
                         if !page.has_more { break; }
                     }
-                    // Unavailable for a moment: the next wake-up reads from
-                    // the same cursor. Anything else ends the stream.
-                    Err(StoreError::Db(e)) if e.failure() == Some(crate::db::Failure::Unavailable) => break,
+                    // Unavailable for a moment: from the same cursor again,
+                    // shortly. Anything else ends the stream.
+                    Err(StoreError::Db(e)) if e.failure() == Some(crate::db::Failure::Unavailable) => {
+                        retry = true;
+                        break;
+                    }
                     Err(e) => { yield Ok(failed(&e)); return; }
                 }
             }

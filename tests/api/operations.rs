@@ -16,20 +16,13 @@ use serde_json::{Value, json};
 use crate::common::keys::{TestKey, claims_for};
 use crate::common::pg_cluster::{PgCluster, StopMode};
 use crate::common::process::{Server, serve_until_it_stops, todo_api};
+use crate::common::runtime;
 use crate::common::{Backend, TestDb};
 
 const SECRET: &str = "operations-test-secret-0123456789abcdef";
 
 fn token(sub: &str) -> String {
     todo_api::auth::mint_hs256(SECRET.as_bytes(), sub, None, 600).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The port of the shared PostgreSQL server (`TEST_DATABASE_URL`).

@@ -19,18 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::common::certs::TestCerts;
 use crate::common::pg_cluster::PgCluster;
 use crate::common::process::{Server, serve_until_it_stops};
+use crate::common::runtime;
 
 const SECRET: &str = "tls-test-secret-0123456789abcdef0123";
 const APP_PASSWORD: &str = "app-Pa55word";
 const PLAIN_PASSWORD: &str = "plain-Pa55word";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The cluster: `postgres` (trust, for the test's own looks), `app` (owns
 /// database `todo`, may create roles as Neon's default role may; SCRAM,

@@ -10,6 +10,10 @@ import type { components, paths } from "../generated/openapi-typescript/schema.j
 import { args, messageFor } from "./check.js";
 
 type Task = components["schemas"]["TaskOut"];
+/** What a write of one task answers (openapi-fetch's result). */
+type Sent =
+  | { data: Task; error?: never; response: Response }
+  | { data?: never; error: components["schemas"]["ErrorBody"]; response: Response };
 type Api = ReturnType<typeof createClient<paths>>;
 
 /** One device's copy: the tasks and the cursor they are current at. */
@@ -41,41 +45,37 @@ class LocalCopy {
   }
 
   /** Renames a task, never over a change this copy has not seen. */
-  async rename(id: number, title: string): Promise<Task> {
+  rename(id: number, title: string): Promise<Task> {
+    return this.edit(id, (ifMatch) =>
+      this.api.PUT("/api/tasks/{id}", {
+        params: { path: { id }, header: { "If-Match": ifMatch } },
+        body: { title },
+      }),
+    );
+  }
+
+  /** Marks a task done, under the same rule. */
+  complete(id: number): Promise<Task> {
+    return this.edit(id, (ifMatch) =>
+      this.api.PATCH("/api/tasks/{id}/complete", {
+        params: { path: { id }, header: { "If-Match": ifMatch } },
+        body: { completed: true },
+      }),
+    );
+  }
+
+  /** Sends a write with the held task's tag; on 412 takes the current task and sends again. */
+  private async edit(id: number, send: (ifMatch: string) => Promise<Sent>): Promise<Task> {
     for (;;) {
       const held = this.tasks.get(id);
       assert.ok(held, `task ${id} is not in this copy`);
-      const { data, error, response } = await this.api.PUT("/api/tasks/{id}", {
-        params: { path: { id }, header: { "If-Match": `"${held.version}"` } },
-        body: { title },
-      });
+      const { data, error, response } = await send(`"${held.version}"`);
       if (data !== undefined) {
         this.tasks.set(id, data);
         return data;
       }
       // Changed elsewhere: the 412 holds the task as it is; edit that.
-      if (response.status === 412 && error?.task !== undefined) {
-        this.tasks.set(id, error.task);
-        continue;
-      }
-      throw new Error(messageFor(error.code));
-    }
-  }
-
-  /** Marks a task done, under the same rule. */
-  async complete(id: number): Promise<Task> {
-    for (;;) {
-      const held = this.tasks.get(id);
-      assert.ok(held, `task ${id} is not in this copy`);
-      const { data, error, response } = await this.api.PATCH("/api/tasks/{id}/complete", {
-        params: { path: { id }, header: { "If-Match": `"${held.version}"` } },
-        body: { completed: true },
-      });
-      if (data !== undefined) {
-        this.tasks.set(id, data);
-        return data;
-      }
-      if (response.status === 412 && error?.task !== undefined) {
+      if (response.status === 412 && error.task !== undefined) {
         this.tasks.set(id, error.task);
         continue;
       }
