@@ -119,6 +119,14 @@ async fn every_change_reaches_the_users_stream_and_no_other(backend: Backend) {
         return;
     };
     let (alice, bob) = (app.token("alice"), app.token("bob"));
+    // Two more streams of Alice's (another tab, another device).
+    let mut tabs = vec![
+        Stream::open(&app, &alice, "", None).await,
+        Stream::open(&app, &alice, "", None).await,
+    ];
+    for tab in &mut tabs {
+        tab.until_ready().await;
+    }
     let mut mine = Stream::open(&app, &alice, "", None).await;
     let mut theirs = Stream::open(&app, &bob, "", None).await;
     let (missed, ready) = mine.until_ready().await;
@@ -154,6 +162,22 @@ async fn every_change_reaches_the_users_stream_and_no_other(backend: Backend) {
         event.data,
         json!({"op": "delete", "version": 4, "id": task["id"]})
     );
+    // Each tab reaches the same end, in order. A stream that reads after two
+    // writes of one task gets it once, at its latest (the feed's rule), so
+    // a tab that lagged may skip a version, never the last one.
+    for tab in &mut tabs {
+        let mut last = 0;
+        loop {
+            let event = tab.next_within(SOON).await.unwrap();
+            let id: i64 = event.id.unwrap().parse().unwrap();
+            assert!(id > last, "ascending: {id} after {last}");
+            last = id;
+            if id == 4 {
+                assert_eq!(event.event, "delete");
+                break;
+            }
+        }
+    }
     // Bob's first event is his own change: none of Alice's reached him.
     let his = app.create(&bob, json!({"title": "bob's"})).await;
     let event = theirs.next_within(SOON).await.unwrap();
