@@ -8,7 +8,7 @@
 use migration::{REQUEST_ROLE, USER_TABLES};
 
 use crate::config::{DatabaseSettings, Switch, redact_url};
-use crate::db::{Caller, Db, DbError, Dialect, Row};
+use crate::db::{Caller, Db, DbError, Dialect, Row, Stmt};
 use crate::startup::StartupError;
 
 /// Checks that requests will run as the request role under row-level
@@ -81,7 +81,7 @@ async fn catalogue(db: &Db) -> Result<(String, Vec<String>), DbError> {
          ) AS p RIGHT JOIN (SELECT) AS one ON true"
     );
     let rows = db
-        .read(Caller::Service, &[db.dialect().raw(&sql, [])])
+        .read(Caller::Service, &[Stmt::new(&sql, [])])
         .await?
         .pop()
         .unwrap_or_default();
@@ -96,7 +96,7 @@ async fn catalogue(db: &Db) -> Result<(String, Vec<String>), DbError> {
 
 /// The role a request's statements run as: a request's own transaction.
 async fn runs_as(db: &Db) -> Result<String, DbError> {
-    let stmt = db.dialect().raw("SELECT current_user::text", []);
+    let stmt = Stmt::new("SELECT current_user::text", []);
     let rows = db.read(Caller::User(""), &[stmt]).await?;
     let row = rows
         .into_iter()

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{DatabaseSettings, PoolMode, Switch, redact_url};
-use crate::db::{Caller, Db, DbError, Dialect};
+use crate::db::{Caller, Db, DbError, Dialect, Stmt};
 use crate::tls;
 
 /// Longest single connection attempt.
@@ -60,7 +60,7 @@ pub async fn start(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupEr
     reach_and_migrate(settings).await?;
     check_privileges(settings, db).await?;
     crate::row_security::check(settings, db).await?;
-    if let Err(err) = db.probe_write().await {
+    if let Err(err) = crate::store::probe_write(db).await {
         tracing::warn!(error = %err, "a first write could not be stored");
     }
     db.readiness().mark_started();
@@ -120,7 +120,7 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
          WHERE p.missing IS NOT NULL"
     );
     let found = db
-        .read(Caller::Service, &[db.dialect().raw(&sql, [])])
+        .read(Caller::Service, &[Stmt::new(&sql, [])])
         .await
         .and_then(|mut results| {
             let row = results.pop().and_then(|mut rows| rows.pop());

@@ -46,8 +46,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// What start-up says about it, and whether that is a warning.
-    pub fn describe(&self) -> (String, bool) {
+    /// Says once what protects the connections: a warning if the server is
+    /// not authenticated.
+    pub fn report(&self) {
         let tls = match self.protection {
             Protection::Plain => "no TLS (sslmode=disable)",
             Protection::Opportunistic => {
@@ -71,7 +72,10 @@ impl Target {
             ),
             false => tls.to_owned(),
         };
-        (text, self.protection == Protection::Encrypted)
+        match self.protection {
+            Protection::Encrypted => tracing::warn!("PostgreSQL connections: {text}"),
+            _ => tracing::info!("PostgreSQL connections: {text}"),
+        }
     }
 }
 

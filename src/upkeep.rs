@@ -34,7 +34,7 @@ pub fn spawn(db: Db, limits: Arc<UserLimits>, rate_limited: bool, sync: SyncSett
         loop {
             tick.tick().await;
             if db.readiness().writes_failing()
-                && let Err(e) = db.probe_write().await
+                && let Err(e) = store::probe_write(&db).await
             {
                 tracing::debug!(error = %e, "probe write failed");
             }

@@ -28,11 +28,6 @@ impl DbError {
         self.failure
     }
 
-    /// "Retry later" (503).
-    pub fn is_unavailable(&self) -> bool {
-        self.failure.is_some()
-    }
-
     fn new(failure: Option<Failure>, message: impl Into<String>) -> Self {
         let message = message.into();
         DbError { failure, message }

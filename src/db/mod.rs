@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt};
 
 pub use errors::{DbError, Failure};
 pub use sql::{Column, Dialect, Row, Rows, Stmt};
@@ -61,17 +61,14 @@ impl Db {
     /// A pool that connects on first use: the server listens before the
     /// database answers.
     pub fn open(settings: &DatabaseSettings, readiness: Arc<Readiness>) -> Result<Db, DbError> {
+        // The longest legitimate wait on PostgreSQL: a connection, a statement, slack.
+        let deadline = ACQUIRE_TIMEOUT + settings.db_statement_timeout + Duration::from_secs(2);
         let (engine, deadline) = if settings.url().starts_with("sqlite:") {
             let lite = sqlite::Lite::open(settings, Arc::clone(&readiness))?;
             (Engine::Sqlite(lite), None)
         } else {
-            // The longest legitimate wait: a connection, a statement, slack.
-            let statement = settings.db_statement_timeout;
-            let deadline = ACQUIRE_TIMEOUT + statement + Duration::from_secs(2);
-            (
-                Engine::Postgres(postgres::Pg::open(settings)?),
-                Some(deadline),
-            )
+            let pg = postgres::Pg::open(settings)?;
+            (Engine::Postgres(pg), Some(deadline))
         };
         Ok(Db(Arc::new(Inner {
             engine,
@@ -103,16 +100,14 @@ impl Db {
     /// follows the outcome (while writes fail for want of storage, a probe
     /// retries: see `upkeep`).
     pub async fn write(&self, caller: Caller<'_>, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let result = self
-            .bounded(self.0.deadline, self.run(caller, stmts, true))
-            .await;
+        let work = self.run(caller, stmts, true);
+        let result = self.bounded(self.0.deadline, work).await;
+        let readiness = self.readiness();
         match &result {
-            Ok(_) if self.readiness().write_succeeded() => {
-                tracing::info!("writes succeed again; ready")
-            }
+            Ok(_) if readiness.write_succeeded() => tracing::info!("writes succeed again; ready"),
             Err(e)
                 if e.failure() == Some(Failure::Storage)
-                    && self.readiness().write_failed(&e.to_string()) =>
+                    && readiness.write_failed(&e.to_string()) =>
             {
                 tracing::error!(error = %e, "the database cannot store writes; answering 503 and not ready until a write succeeds");
             }
@@ -128,55 +123,49 @@ impl Db {
         write: bool,
     ) -> Result<Vec<Rows>, DbError> {
         match &self.0.engine {
-            Engine::Postgres(pg) => pg.run(caller, stmts).await,
-            Engine::Sqlite(lite) if write => lite.write(stmts).await,
-            Engine::Sqlite(lite) => lite.read(stmts).await,
+            Engine::Postgres(pg) => {
+                let mut rows: Vec<Rows> = stmts.iter().map(|_| Vec::new()).collect();
+                let mut answers = std::pin::pin!(pg.pipeline(caller, stmts.to_vec())?);
+                while let Some((index, row)) = answers.try_next().await? {
+                    rows[index].push(row);
+                }
+                Ok(rows)
+            }
+            Engine::Sqlite(lite) => lite.run(stmts, write).await,
         }
     }
 
     /// The rows of `stmt` as they arrive (a listing: memory does not grow
-    /// with its length). Each wait for a row is bounded, not the whole
-    /// stream: a client may read slowly.
+    /// with its length), once the first (or the end) has: the database
+    /// answered. Each wait for a row is bounded, not the whole stream: a
+    /// client may read slowly.
     pub async fn list(&self, caller: Caller<'_>, stmt: Stmt) -> Result<RowStream, DbError> {
         let rows: RowStream = match &self.0.engine {
-            Engine::Postgres(pg) => Box::pin(
-                self.bounded(self.0.deadline, pg.stream(caller, stmt))
-                    .await?,
-            ),
+            Engine::Postgres(pg) => Box::pin(pg.pipeline(caller, vec![stmt])?.map_ok(|(_, r)| r)),
             Engine::Sqlite(lite) => Box::pin(lite.stream(stmt)),
         };
         let deadline = self.0.deadline;
         let rows = futures_util::stream::unfold(rows, move |mut rows| async move {
-            let next = match deadline {
-                None => rows.next().await,
-                Some(limit) => tokio::time::timeout(limit, rows.next())
-                    .await
-                    .unwrap_or_else(|_| Some(Err(no_answer_within(limit)))),
-            };
-            next.map(|row| (row, rows))
+            let next = within(deadline, rows.next().map(Option::transpose)).await;
+            next.transpose().map(|row| (row, rows))
         });
-        Ok(Box::pin(rows.fuse()))
+        let mut rows = Box::pin(rows.fuse());
+        let first = self.bounded(None, async { rows.next().await.transpose() });
+        let first = first.await?;
+        Ok(Box::pin(
+            futures_util::stream::iter(first.map(Ok)).chain(rows),
+        ))
     }
 
-    /// Runs database work under a deadline of our own, past which it is
-    /// "unavailable" (503). `statement_timeout` is the server's and the
-    /// drivers have no read timeout: a PostgreSQL that hangs with its
-    /// connections open (a suspended VM, a network dropping packets)
-    /// enforces nothing. SQLite runs in this process, waiting at most its
-    /// busy timeout.
+    /// Database work under a deadline of ours (see [`within`]), readiness
+    /// following its outcome.
     async fn bounded<T>(
         &self,
         limit: Option<Duration>,
         work: impl Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {
         // Boxed: database futures are large, and each layer above would copy them.
-        let work = Box::pin(work);
-        let result = match limit {
-            None => work.await,
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .unwrap_or_else(|_| Err(no_answer_within(limit))),
-        };
+        let result = within(limit, Box::pin(work)).await;
         match &result {
             Ok(_) => self.readiness().database_answered(),
             Err(e) if e.failure() == Some(Failure::Unavailable) => {
@@ -187,37 +176,42 @@ impl Db {
         result
     }
 
-    /// One committed write that touches no user data.
-    pub async fn probe_write(&self) -> Result<(), DbError> {
-        let stmt = self.dialect().raw(
-            "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
-             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
-            [],
-        );
-        self.write(Caller::Service, &[stmt]).await.map(|_| ())
-    }
-
     /// Does the database answer, within [`PING_TIMEOUT`]? A statement of
     /// a request answered that recently says so already.
     pub async fn ping(&self) -> Result<(), DbError> {
         if self.readiness().database_answered_within(PING_TIMEOUT) {
             return Ok(());
         }
-        self.bounded(Some(PING_TIMEOUT), self.run(Caller::Service, &[], false))
-            .await
-            .map(drop)
+        let select = [Stmt::new("SELECT 1", [])];
+        let ping = self.run(Caller::Service, &select, false);
+        self.bounded(Some(PING_TIMEOUT), ping).await.map(drop)
     }
 
     /// Open and idle connections of the pool (metrics).
     pub fn pool_status(&self) -> (usize, usize) {
         match &self.0.engine {
-            Engine::Postgres(pg) => pg.status(),
-            Engine::Sqlite(lite) => lite.status(),
+            Engine::Postgres(pg) => (pg.pool.status().size, pg.pool.status().available),
+            Engine::Sqlite(lite) => (lite.pool.size() as usize, lite.pool.num_idle()),
         }
     }
 }
 
-fn no_answer_within(limit: Duration) -> DbError {
-    let seconds = limit.as_secs_f64();
-    DbError::unavailable(format!("no answer from the database within {seconds:.1} s"))
+/// `work`'s outcome, or "unavailable" (503) once `limit` has passed:
+/// `statement_timeout` is the server's and the driver has no read timeout,
+/// so a PostgreSQL that hangs with its connections open (a suspended VM, a
+/// network dropping packets) enforces nothing. SQLite runs in this process,
+/// waiting at most its busy timeout (no limit).
+async fn within<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    let Some(limit) = limit else {
+        return work.await;
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        let seconds = limit.as_secs_f64();
+        Err(DbError::unavailable(format!(
+            "no answer from the database within {seconds:.1} s"
+        )))
+    })
 }

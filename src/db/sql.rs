@@ -32,16 +32,12 @@ impl Dialect {
         };
         Stmt { sql, values }
     }
-
-    /// SQL written for this dialect, with `$1`.. (PostgreSQL) or `?`
-    /// (SQLite) placeholders for `values`.
-    pub fn raw(self, sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
-        Stmt::new(sql, values)
-    }
 }
 
 impl Stmt {
-    pub(super) fn new(sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
+    /// SQL written for the database in use, with `$1`.. (PostgreSQL) or
+    /// `?` (SQLite) placeholders for `values`.
+    pub fn new(sql: &str, values: impl IntoIterator<Item = Value>) -> Stmt {
         Stmt {
             sql: sql.to_owned(),
             values: Values(values.into_iter().collect()),

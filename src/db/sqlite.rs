@@ -27,7 +27,7 @@ use crate::readiness::Readiness;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct Lite {
-    pool: SqlitePool,
+    pub pool: SqlitePool,
     /// One writer at a time, in the order they asked (tokio's semaphore is fair).
     writers: Arc<Semaphore>,
 }
@@ -66,35 +66,28 @@ impl Lite {
                 })
             })
             .connect_lazy_with(options(settings.url())?);
-        Ok(Lite {
-            pool,
-            writers: Arc::new(Semaphore::new(1)),
-        })
+        let writers = Arc::new(Semaphore::new(1));
+        Ok(Lite { pool, writers })
     }
 
-    /// A write: its turn, then SQLite's lock at once (`BEGIN IMMEDIATE`:
-    /// a transaction that reads first would fail on its first write).
-    pub async fn write(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let _turn = tokio::time::timeout(BUSY_TIMEOUT, Arc::clone(&self.writers).acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| DbError::unavailable("no turn to write within the busy timeout"))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let results = run(&mut tx, stmts).await?;
-        tx.commit().await?;
-        Ok(results)
-    }
-
-    /// One statement alone (none: a ping), several in one transaction.
-    pub async fn read(&self, stmts: &[Stmt]) -> Result<Vec<Rows>, DbError> {
-        let mut conn = self.pool.acquire().await?;
-        match stmts.len() {
-            0 => return Ok(conn.ping().await.map(|()| Vec::new())?),
-            1 => return run(&mut conn, stmts).await,
-            _ => {}
+    /// A read: one statement alone, several in one transaction. A write:
+    /// its turn, then SQLite's lock at once (`BEGIN IMMEDIATE`: a
+    /// transaction that reads first would fail on its first write).
+    pub async fn run(&self, stmts: &[Stmt], write: bool) -> Result<Vec<Rows>, DbError> {
+        let mut _turn = None;
+        if write {
+            let turn = Arc::clone(&self.writers).acquire_owned();
+            let turn = tokio::time::timeout(BUSY_TIMEOUT, turn).await.ok();
+            let no_turn = || DbError::unavailable("no turn to write within the busy timeout");
+            _turn = Some(turn.and_then(Result::ok).ok_or_else(no_turn)?);
         }
-        let mut tx = conn.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        if stmts.len() == 1 && !write {
+            return run(&mut conn, stmts).await;
+        }
+        let mut tx = conn
+            .begin_with(if write { "BEGIN IMMEDIATE" } else { "BEGIN" })
+            .await?;
         let results = run(&mut tx, stmts).await?;
         tx.commit().await?;
         Ok(results)
@@ -109,11 +102,6 @@ impl Lite {
                 yield Row::Sqlite(row?);
             }
         }
-    }
-
-    /// Open and idle connections.
-    pub fn status(&self) -> (usize, usize) {
-        (self.pool.size() as usize, self.pool.num_idle())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::store::StoreError;
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
-        if err.is_unavailable() {
+        if err.failure().is_some() {
             ApiError::unavailable(err)
         } else {
             ApiError::internal(err)

@@ -118,7 +118,7 @@ impl UserTasks {
         let notify = self.notify && self.dialect() == Dialect::Postgres;
         if notify {
             let sql = format!("SELECT pg_notify('{}', $1)", crate::live::CHANNEL);
-            stmts.push(self.dialect().raw(&sql, [channel.clone().into()]));
+            stmts.push(Stmt::new(&sql, [channel.clone().into()]));
         }
         let mut results = self.db.write(self.caller(), &self.sent(stmts)).await?;
         if notify {
@@ -344,6 +344,17 @@ pub fn location(id: i64) -> String {
 /// Deletes idempotency keys past their retention period; how many. Work of
 /// the service, for no user: on PostgreSQL, row-level security lets it
 /// read and delete expired keys only (`expired_keys_outside_requests_*`).
+/// One committed write that touches no user data (start-up and the
+/// readiness probe while writes fail).
+pub async fn probe_write(db: &Db) -> Result<(), DbError> {
+    let stmt = Stmt::new(
+        "INSERT INTO service_probe (id, probed_at) VALUES (1, CURRENT_TIMESTAMP) \
+         ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        [],
+    );
+    db.write(Caller::Service, &[stmt]).await.map(drop)
+}
+
 pub async fn purge_expired_keys(db: &Db) -> Result<usize, DbError> {
     let stmt = sql::purge_keys(db.dialect(), idempotency::expiry(sql::now()));
     let results = db.write(Caller::Service, &[stmt]).await?;

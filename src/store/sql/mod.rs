@@ -72,7 +72,7 @@ pub(super) fn portable(dialect: Dialect, sql: &str, values: &[Value]) -> Stmt {
         .unwrap_or(0);
     let values = values[..highest.min(values.len())].iter().cloned();
     match dialect {
-        Dialect::Postgres => dialect.raw(sql, values),
-        Dialect::Sqlite => dialect.raw(&sql.replace('$', "?"), values),
+        Dialect::Postgres => Stmt::new(sql, values),
+        Dialect::Sqlite => Stmt::new(&sql.replace('$', "?"), values),
     }
 }
