@@ -2,91 +2,17 @@
 // up/in, gets a JWT, and calls the Rust API cross-origin (CORS). A second origin must be blocked.
 // Env: API_URL (the running Rust API, default http://127.0.0.1:8123), AUTH_PORT (3000),
 //      OTHER_PORT (3001), CHROMIUM_PATH (/usr/bin/chromium). Exits non-zero on any failure.
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { expect, launchChromium, run, startAuthServer, step } from "./browser-harness.mjs";
 
 const API_URL = (process.env.API_URL || "http://127.0.0.1:8123").replace(/\/$/, "");
 const AUTH_PORT = process.env.AUTH_PORT || "3000";
 const OTHER_PORT = process.env.OTHER_PORT || "3001";
-const STEP_TIMEOUT_MS = 15000;
-const TOTAL_TIMEOUT_MS = 120000;
-
-let server;
-let context;
-let userDataDir;
-const consoleLines = [];
-
-// Starts server.mjs and resolves once it prints READY (or rejects on exit/timeout).
-function startAuthServer() {
-  server = spawn(process.execPath, [new URL("./server.mjs", import.meta.url).pathname], {
-    env: {
-      ...process.env,
-      PORT: AUTH_PORT,
-      HOST: "127.0.0.1",
-      BASE_URL: `http://localhost:${AUTH_PORT}`,
-      OTHER_PORT,
-    },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: server.stdout }).on("line", (l) => l.startsWith("READY ") && resolve(l.slice(6)));
-    server.once("exit", (code) => reject(new Error(`server.mjs exited early (code ${code})`)));
-    setTimeout(() => reject(new Error("server.mjs printed no READY line")), STEP_TIMEOUT_MS).unref();
-  });
-}
-
-function withTimeout(promise, what) {
-  let t;
-  const timeout = new Promise((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out: ${what}`)), STEP_TIMEOUT_MS);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
-}
-
-// Runs one named step; fn returns a detail string on success or throws.
-async function step(name, fn) {
-  try {
-    const detail = await withTimeout(fn(), name);
-    console.log(`PASS ${name}${detail ? ` (${detail})` : ""}`);
-  } catch (e) {
-    console.log(`FAIL ${name}: ${e.message}`);
-    throw e;
-  }
-}
-
-function expect(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-async function cleanup() {
-  await context?.close().catch(() => {});
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGTERM");
-    await withTimeout(exited, "server.mjs shutdown").catch(() => server.kill("SIGKILL"));
-  }
-}
 
 async function main() {
-  await step("start Better Auth server", async () => startAuthServer());
-
-  userDataDir = mkdtempSync(join(tmpdir(), "interop-chromium-"));
+  await step("start Better Auth server", async () => startAuthServer(AUTH_PORT, OTHER_PORT));
+  let context;
   await step("launch Chromium", async () => {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-      headless: true,
-      args: [
-        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-      ],
-    });
-    context.setDefaultTimeout(STEP_TIMEOUT_MS);
-    context.on("console", (m) => consoleLines.push(`[console.${m.type()}] ${m.text()}`));
+    context = await launchChromium();
     return context.browser()?.version() ?? "persistent context";
   });
 
@@ -177,21 +103,4 @@ async function main() {
   });
 }
 
-const overall = setTimeout(() => {
-  console.log(`FAIL overall timeout ${TOTAL_TIMEOUT_MS} ms`);
-  cleanup().finally(() => process.exit(1));
-}, TOTAL_TIMEOUT_MS);
-
-let failed = false;
-try {
-  await main();
-  console.log("PASS browser-test: all steps");
-} catch (e) {
-  failed = true;
-  if (consoleLines.length) console.log(`browser console:\n${consoleLines.join("\n")}`);
-  console.log(`FAIL browser-test: ${e.message}`);
-} finally {
-  clearTimeout(overall);
-  await cleanup();
-}
-process.exit(failed ? 1 : 0);
+await run("browser-test", main, 120000);

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::common::sse::SseStream;
 use crate::common::{Backend, TestApp, error_code, error_fields, send};
 
 on_each_database!(
@@ -19,22 +20,16 @@ on_each_database!(
     idle_streams_get_heartbeats_and_the_instance_cap_holds,
 );
 
-/// One event of a stream.
-#[derive(Debug, Clone, PartialEq)]
-struct Sse {
-    id: Option<String>,
-    event: String,
-    data: Value,
-}
-
-/// A stream being read: its events, in order.
-struct Stream {
-    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
+/// Opens and reads streams of a test's server.
+struct Stream;
 
 impl Stream {
-    async fn open(app: &TestApp, token: &str, query: &str, last_event_id: Option<&str>) -> Stream {
+    async fn open(
+        app: &TestApp,
+        token: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> SseStream {
         let response = Self::request(app, token, query, last_event_id).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
@@ -42,10 +37,7 @@ impl Stream {
             "text/event-stream",
             "content type"
         );
-        Stream {
-            bytes: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
+        SseStream::new(response)
     }
 
     async fn request(
@@ -59,56 +51,6 @@ impl Stream {
             request = request.header("Last-Event-ID", id);
         }
         request.send().await.unwrap()
-    }
-
-    /// The next event (heartbeat comments skipped), within `within`; `None`
-    /// when the stream ended.
-    async fn next_within(&mut self, within: Duration) -> Option<Sse> {
-        tokio::time::timeout(within, self.next())
-            .await
-            .unwrap_or_else(|_| panic!("no event within {within:?} (buffer {:?})", self.buffer))
-    }
-
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
-                for line in frame.lines() {
-                    match line.split_once(':') {
-                        Some(("", _)) | None => {}
-                        Some(("id", v)) => id = Some(v.trim_start().to_owned()),
-                        Some(("event", v)) => event = v.trim_start().to_owned(),
-                        Some(("data", v)) => data.push_str(v.trim_start()),
-                        Some(_) => {}
-                    }
-                }
-                if data.is_empty() && id.is_none() && event == "message" {
-                    continue; // a comment: heartbeat
-                }
-                let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
-                return Some(Sse { id, event, data });
-            }
-            match self.bytes.next().await {
-                Some(Ok(chunk)) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
-                _ => return None,
-            }
-        }
-    }
-
-    /// Events up to and including `ready`.
-    async fn until_ready(&mut self) -> (Vec<Sse>, Value) {
-        let mut events = Vec::new();
-        loop {
-            let event = self
-                .next_within(Duration::from_secs(10))
-                .await
-                .expect("stream open");
-            if event.event == "ready" {
-                return (events, event.data);
-            }
-            events.push(event);
-        }
     }
 }
 

@@ -7,10 +7,16 @@
 //! port. No request fails as a client sees it, every acknowledged create is
 //! stored exactly once, every acknowledged toggle is applied exactly once, and
 //! each instance served traffic both before and after its restart.
+//!
+//! Two of the users also hold a live stream (`GET /api/tasks/events`)
+//! through HAProxy the whole time, reconnecting with their last event id
+//! whenever it ends (a draining instance ends its streams at once): each
+//! receives its user's changes in order, none twice, none of the other
+//! users', and ends at its user's final state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -18,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::common::haproxy::{HaProxy, ServerStats};
 use crate::common::process::Server;
+use crate::common::sse::SseStream;
 use crate::common::{Backend, TestDb};
 
 /// The backend and its servers, as named in `deploy/haproxy.cfg`.
@@ -48,6 +55,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const LATE: Duration = Duration::from_secs(3);
 /// Pause before a client repeats a request (connection error or 503).
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The users (of the `CLIENTS`) that also hold a live stream.
+const WATCHERS: usize = 2;
 
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
@@ -258,6 +267,99 @@ async fn user(number: usize, base: String, token: String, stop: Arc<AtomicBool>)
     tally
 }
 
+/// What one user's live stream saw, through every reconnect.
+#[derive(Default)]
+struct Watched {
+    /// Every change received: (event id, event name, data), in order.
+    events: Vec<(i64, String, Value)>,
+    /// Streams opened: the first, then one per reconnect.
+    opened: u32,
+    /// Why a stream ended or could not be opened, counted.
+    ends: BTreeMap<String, u64>,
+    /// Anything a client should never see.
+    failures: Vec<String>,
+}
+
+/// One user's tab holding a live stream through HAProxy, as `EventSource`
+/// does: when the stream ends (or cannot be opened: a 503 from a draining
+/// instance, a refused connection), it opens another with `Last-Event-ID`
+/// set to the last id it received. Stops once it has received `target`
+/// (set when the writes are over; until then 0) or [`PATIENCE`] after it.
+async fn watch(base: String, token: String, target: Arc<AtomicI64>) -> Watched {
+    let http = Client::builder().no_proxy().build().unwrap();
+    let mut watched = Watched::default();
+    let mut last: i64 = 0;
+    let mut target_seen: Option<Instant> = None;
+    let done = |last: i64, target_seen: &mut Option<Instant>| {
+        let target = target.load(Ordering::Relaxed);
+        if target > 0 && target_seen.is_none() {
+            *target_seen = Some(Instant::now());
+        }
+        (target > 0 && last >= target) || target_seen.is_some_and(|t| t.elapsed() > PATIENCE)
+    };
+    while !done(last, &mut target_seen) {
+        // Since 0 at first: the user may have written already.
+        let mut request = http
+            .get(format!("{base}/api/tasks/events?since=0"))
+            .bearer_auth(&token);
+        if watched.opened > 0 {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = match request.send().await {
+            Ok(response) if response.status() == StatusCode::OK => response,
+            Ok(response) => {
+                let why = format!("not opened: {}", response.status());
+                *watched.ends.entry(why).or_default() += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => {
+                let why = format!("not opened: {}", root_cause(&e));
+                *watched.ends.entry(why).or_default() += 1;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        watched.opened += 1;
+        let mut stream = SseStream::new(response);
+        loop {
+            // Woken a few times a second to see whether the target is set.
+            let Ok(next) = tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+            else {
+                if done(last, &mut target_seen) {
+                    break;
+                }
+                continue;
+            };
+            let Some(event) = next else {
+                *watched.ends.entry("ended".into()).or_default() += 1;
+                break;
+            };
+            match (
+                event.event.as_str(),
+                event.id.as_deref().map(str::parse::<i64>),
+            ) {
+                ("ready", _) => {}
+                ("upsert" | "delete", Some(Ok(id))) if id > last => {
+                    last = id;
+                    watched.events.push((id, event.event, event.data));
+                }
+                (name, id) => watched.failures.push(format!(
+                    "event {name:?} id {id:?} after id {last}: {}",
+                    event.data
+                )),
+            }
+        }
+    }
+    if target.load(Ordering::Relaxed) > last {
+        watched.failures.push(format!(
+            "the last event received is {last}, the user's version {}",
+            target.load(Ordering::Relaxed)
+        ));
+    }
+    watched
+}
+
 /// Polls `done` every 25 ms until it holds; how long that took. Fails the
 /// test after `within`, saying `what`.
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
@@ -339,17 +441,24 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
         all_stats().iter().all(|(_, s)| s.status == "UP")
     });
 
-    // The load, for the whole run.
+    // The load, for the whole run, and the live streams of the first users.
     let stop = Arc::new(AtomicBool::new(false));
+    let tokens: Vec<String> = (0..CLIENTS)
+        .map(|number| {
+            let user = format!("rolling-user-{number}");
+            todo_api::auth::mint_hs256(secret.as_bytes(), &user, None, 600).unwrap()
+        })
+        .collect();
+    let targets: Vec<Arc<AtomicI64>> = (0..WATCHERS).map(|_| Arc::default()).collect();
+    let watchers: Vec<_> = (0..WATCHERS)
+        .map(|n| {
+            let target = Arc::clone(&targets[n]);
+            rt.spawn(watch(haproxy.url(""), tokens[n].clone(), target))
+        })
+        .collect();
     let users: Vec<_> = (0..CLIENTS)
         .map(|number| {
-            let token = todo_api::auth::mint_hs256(
-                secret.as_bytes(),
-                &format!("rolling-user-{number}"),
-                None,
-                600,
-            )
-            .unwrap();
+            let token = tokens[number].clone();
             rt.spawn(user(number, haproxy.url(""), token, Arc::clone(&stop)))
         })
         .collect();
@@ -416,6 +525,29 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
         }
         tallies
     });
+    // The streams catch up to their user's version, then stop.
+    let watched: Vec<Watched> = rt.block_on(async {
+        let http = Client::builder().no_proxy().build().unwrap();
+        for (target, token) in targets.iter().zip(&tokens) {
+            let url = haproxy.url("/api/tasks/changes?since=0&limit=1000");
+            let feed: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let version = feed["cursor"].as_str().and_then(|c| c.parse().ok());
+            target.store(version.expect("the feed's cursor"), Ordering::Relaxed);
+        }
+        let mut watched = Vec::new();
+        for watcher in watchers {
+            watched.push(watcher.await.unwrap());
+        }
+        watched
+    });
     let final_stats = all_stats();
     // The restarted instances stop together (their drain overlaps).
     for instance in &instances {
@@ -477,7 +609,9 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
     // HAProxy made itself shows as a 2xx with a retry count).
     let not_2xx: Vec<&str> = haproxy_log
         .lines()
-        .filter(|l| l.contains(" todo_api todo_api_instances/"))
+        .filter(|l| {
+            l.contains(" todo_api todo_api_instances/") || l.contains(" todo_api todo_api_streams/")
+        })
         .filter(|l| {
             l.split_whitespace()
                 .nth(5)
@@ -553,6 +687,59 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
         }
     }
     assert_eq!(stored.len(), acknowledged, "stored = acknowledged creates");
+
+    // What the live streams received: their user's changes only, in order
+    // and none twice (checked as they came), through at least one reconnect
+    // each (the instance a stream is on restarts), ending at the user's
+    // state: every task as stored, with its last title and flag.
+    for (number, w) in watched.iter().enumerate() {
+        let user = format!("rolling-user-{number}");
+        eprintln!(
+            "measured: {user}'s live stream: {} changes received over {} streams; ends {:?}",
+            w.events.len(),
+            w.opened,
+            w.ends
+        );
+        assert!(w.failures.is_empty(), "{user}'s stream: {:?}", w.failures);
+        assert!(
+            w.opened >= 2,
+            "{user}'s stream was never ended by a restart"
+        );
+        let mut state: BTreeMap<i64, Value> = BTreeMap::new();
+        for (_, name, data) in &w.events {
+            match name.as_str() {
+                "upsert" => {
+                    state.insert(data["task"]["id"].as_i64().unwrap(), data["task"].clone())
+                }
+                _ => state.remove(&data["id"].as_i64().unwrap()),
+            };
+        }
+        let mine: BTreeMap<i64, (String, bool)> = stored
+            .iter()
+            .filter(|row| row["user_id"] == user.as_str())
+            .map(|row| {
+                let title = row["title"].as_str().unwrap().to_owned();
+                (
+                    row["id"].as_i64().unwrap(),
+                    (title, row["completed"].as_bool().unwrap()),
+                )
+            })
+            .collect();
+        let streamed: BTreeMap<i64, (String, bool)> = state
+            .iter()
+            .map(|(id, task)| {
+                let title = task["title"].as_str().unwrap_or_default().to_owned();
+                (
+                    *id,
+                    (title, task["completed"].as_bool().unwrap_or_default()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            streamed, mine,
+            "{user}: the stream's state is not the stored one"
+        );
+    }
     eprintln!(
         "measured: {} tasks stored = acknowledged creates, each once; the completed flag of \
          {toggles_checked} matches its acknowledged toggles; test took {}",

@@ -11,6 +11,7 @@ pub mod pg_cluster;
 pub mod pgbouncer;
 pub mod process;
 pub mod raw;
+pub mod sse;
 pub mod tmpfs;
 
 use std::collections::HashMap;
