@@ -81,21 +81,6 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
             source,
         }
     })?;
-    if let Some(addr) = settings.operations.metrics_addr {
-        let handle = metrics::install().map_err(StartupError::Metrics)?;
-        // Bound here, not in the task: an address that cannot be listened on
-        // stops start-up, as the public one does. Bound in the task, it was
-        // only logged, and the server ran on without the metrics it was asked for.
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            StartupError::Metrics(format!("cannot listen on {addr} (METRICS_ADDR): {e}"))
-        })?;
-        let (db, max) = (db.clone(), settings.database.max_connections);
-        tokio::spawn(async move {
-            if let Err(err) = metrics::serve(listener, handle, db, max).await {
-                tracing::error!(%addr, error = %err, "metrics listener failed");
-            }
-        });
-    }
     let postgres = db.dialect() == db::Dialect::Postgres;
     let live = live::Hub::new(
         settings.live.max_streams_per_user as usize,
@@ -112,6 +97,22 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
             "live events: behind a transaction-mode pooler with no direct URL (LISTEN_DATABASE_URL or \
              MIGRATION_DATABASE_URL), other instances' changes reach streams by polling, every second"
         ),
+    }
+    if let Some(addr) = settings.operations.metrics_addr {
+        let handle = metrics::install().map_err(StartupError::Metrics)?;
+        // Bound here, not in the task: an address that cannot be listened on
+        // stops start-up, as the public one does. Bound in the task, it was
+        // only logged, and the server ran on without the metrics it was asked for.
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            StartupError::Metrics(format!("cannot listen on {addr} (METRICS_ADDR): {e}"))
+        })?;
+        let (db, max) = (db.clone(), settings.database.max_connections);
+        let live = Arc::clone(&live);
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(listener, handle, db, max, live).await {
+                tracing::error!(%addr, error = %err, "metrics listener failed");
+            }
+        });
     }
     let state = AppState::new(
         db.clone(),

@@ -1,8 +1,8 @@
 //! Prometheus metrics, served on a second listener (`METRICS_ADDR`), never on
 //! the public port. Off (and free) unless configured.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,6 +12,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::db::Db;
+use crate::live::Hub;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -54,6 +55,7 @@ fn describe() {
     metrics::describe_gauge!("db_pool_connections", "Open database connections");
     metrics::describe_gauge!("db_pool_idle_connections", "Idle database connections");
     metrics::describe_gauge!("db_pool_max_connections", "Database pool size limit");
+    metrics::describe_gauge!("live_streams", "Live event streams open on this instance");
     metrics::describe_counter!("jwks_fetches_total", "JWKS fetches, by outcome");
     metrics::describe_counter!(
         "requests_refused_total",
@@ -113,14 +115,16 @@ pub async fn serve(
     handle: PrometheusHandle,
     db: Db,
     max_connections: u32,
+    live: Arc<Hub>,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
     let app = Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
-            let db = db.clone();
+            let (db, live) = (db.clone(), Arc::clone(&live));
             async move {
+                metrics::gauge!("live_streams").set(live.streams() as f64);
                 let (open, idle) = db.pool_status();
                 metrics::gauge!("db_pool_connections").set(open as f64);
                 metrics::gauge!("db_pool_idle_connections").set(idle as f64);

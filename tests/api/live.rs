@@ -56,6 +56,77 @@ impl Stream {
 
 const SOON: Duration = Duration::from_secs(5);
 
+/// A client that stops reading its stream is dropped once the bounded
+/// buffers between it and the stream are full (after `HTTP_WRITE_TIMEOUT`),
+/// while its user's writes go on undisturbed: a slow reader costs the
+/// server one event in hand, not the changes it has not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_nobody_reads_is_dropped_and_holds_nothing_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder(Backend::Sqlite)
+        .env("HTTP_WRITE_TIMEOUT", "1")
+        .env("MAX_STREAMS_PER_USER", "1")
+        .start()
+        .await
+        .unwrap();
+    let token = app.token("slow");
+    // A reader that never reads, with a small receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(app.addr().parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /api/tasks/events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    slow.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 64];
+    let n = slow.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // It is the user's one stream (MAX_STREAMS_PER_USER=1): another is refused.
+    let second = Stream::request(&app, &token, "", None).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // 1,000 changes of about 5 kB each (a title and a description of
+    // four-byte characters): 5 MB of events, more than the socket buffers hold.
+    let (title, description) = ("\u{1D11E}".repeat(190), "\u{1D11E}".repeat(1000));
+    let started = std::time::Instant::now();
+    for i in 0..1000 {
+        let body = json!({"title": format!("{i} {title}"), "description": description});
+        app.create(&token, body).await;
+    }
+    let writing = started.elapsed();
+    // Dropped: the user's stream slot is free again, within the write
+    // timeout and some slack (polled: how soon depends on the machine).
+    let dropped = loop {
+        let response = Stream::request(&app, &token, "", None).await;
+        if response.status() == StatusCode::OK {
+            break started.elapsed();
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            started.elapsed() < writing + Duration::from_secs(30),
+            "the stream nobody reads is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // What the slow reader can still read: what the buffers held, then the end.
+    let mut received = Vec::new();
+    let end = tokio::time::timeout(SOON, slow.read_to_end(&mut received)).await;
+    assert!(end.is_ok(), "the connection was not closed");
+    let events = String::from_utf8_lossy(&received)
+        .matches("event: upsert")
+        .count();
+    assert!(events < 1000, "all {events} events were buffered");
+    eprintln!(
+        "measured: 1,000 writes in {writing:.2?}; the stream nobody read dropped after \
+         {dropped:.2?}, {events} events ({} bytes) left in the buffers",
+        received.len()
+    );
+}
+
 async fn every_change_reaches_the_users_stream_and_no_other(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else {
         return;

@@ -872,6 +872,7 @@ fn metrics_count_what_happened_on_their_own_listener() {
         ("METRICS_ADDR", "127.0.0.1:0"),
         ("RATE_LIMIT_PER_USER", "1"),
         ("DB_MAX_CONNECTIONS", "7"),
+        ("SSE_HEARTBEAT_SECONDS", "1"),
     ];
     let server = Server::start(dir.path(), &env, &[]).expect("starts with METRICS_ADDR");
     let metrics_addr = server.log_value("metrics listening", "addr");
@@ -1010,6 +1011,28 @@ fn metrics_count_what_happened_on_their_own_listener() {
         ),
         refused as f64
     );
+    // A live stream is counted while it is open, and not once its client
+    // has gone (seen at the next heartbeat, SSE_HEARTBEAT_SECONDS=1).
+    assert_eq!(value(&scrape, "live_streams", &[]), 0.0);
+    let stream = client
+        .get(server.url("/api/tasks/events"))
+        .bearer_auth(token("watcher"))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        value(&self::scrape(&client, &metrics_addr), "live_streams", &[]),
+        1.0
+    );
+    drop(stream);
+    let closed = std::time::Instant::now();
+    while value(&self::scrape(&client, &metrics_addr), "live_streams", &[]) != 0.0 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(10),
+            "a closed stream still counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (status, _) = server.terminate();
     assert!(status.success(), "{status}");
 }
