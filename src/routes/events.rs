@@ -126,7 +126,8 @@ fn live(
         }
         // Catch up, one page per round trip.
         while more {
-            match tasks.changes(cursor, PAGE).await {
+            // Boxed, as the read below: an idle stream keeps only its state.
+            match Box::pin(tasks.changes(cursor, PAGE)).await {
                 Ok(page) => {
                     cursor = page.cursor;
                     more = page.has_more;
@@ -155,7 +156,7 @@ fn live(
             loop {
                 // One read per user and instance: the user's other streams at
                 // the same cursor take this page too.
-                match subscription.page(cursor, || tasks.changes(cursor, PAGE)).await {
+                match Box::pin(subscription.page(cursor, || tasks.changes(cursor, PAGE))).await {
                     Ok(page) => {
                         cursor = page.cursor;
                         for change in page.changes.iter().cloned() {
