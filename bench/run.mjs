@@ -28,7 +28,7 @@ const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
   'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
+  'pgbench-list', 'pgbench-mix', 'pgbench-mix-rls-off', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -480,9 +480,10 @@ function percentile(sorted, p) {
   return sorted[i];
 }
 
-async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label, minimal = false }) {
+async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label, minimal = false, role = true }) {
   // `minimal`: the lower ceiling, bench/pgbench/minimal/ as they are (no transaction, no role).
-  const script = (k) => (minimal ? path.join(HERE, 'pgbench', 'minimal', KIND_SCRIPTS[k]) : wrappedScript(k, tmp));
+  // `role` false: no SET LOCAL ROLE, so as the superuser no policy applies (RLS off).
+  const script = (k) => (minimal ? path.join(HERE, 'pgbench', 'minimal', KIND_SCRIPTS[k]) : wrappedScript(k, tmp, role));
   const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${script(k)}@${w}`]).flat();
   const vars = {
     users: N_USERS, tasks: N_TASKS, base, uid_base: UID_BASE.toString(), limit: LIMIT, one: 1, now: 'now',
@@ -581,14 +582,14 @@ const REQUEST_TRANSACTION = ['BEGIN', 'SET LOCAL ROLE todo_request', "SELECT set
  * pipeline (one round trip), in a transaction that takes the request role
  * and sets the user, a write with its NOTIFY. Written to `tmp`; returns its path.
  */
-function wrappedScript(kind, tmp) {
+function wrappedScript(kind, tmp, role = true) {
   const lines = fs.readFileSync(path.join(HERE, 'pgbench', KIND_SCRIPTS[kind]), 'utf8').split('\n');
   const isSql = (l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\');
   const out = [
     ...lines.filter((l) => !isSql(l)),
     '\\startpipeline',
     'BEGIN;',
-    'SET LOCAL ROLE todo_request;',
+    ...(role ? ['SET LOCAL ROLE todo_request;'] : []),
     "SELECT set_config('todo.user_id', :uid, true);",
     ...lines.filter(isSql),
     // Writes wake live streams on other instances (LIVE_NOTIFY, on by default).
@@ -596,7 +597,7 @@ function wrappedScript(kind, tmp) {
     'COMMIT;',
     '\\endpipeline',
   ];
-  const file = path.join(tmp, `rls-${KIND_SCRIPTS[kind]}`);
+  const file = path.join(tmp, `${role ? 'rls' : 'no-rls'}-${KIND_SCRIPTS[kind]}`);
   fs.writeFileSync(file, out.join('\n') + '\n');
   return file;
 }
@@ -1280,13 +1281,14 @@ async function main() {
     }
     for (const clients of PGBENCH_CLIENTS) {
       const suffix = clients === PGBENCH_CLIENTS[0] ? '' : `-c${clients}`;
-      const pgb = async (name, mix, description, minimal = false) => {
+      const pgb = async (name, mix, description, minimal = false, role = true) => {
         resetData(pg, db, lastSeeded);
-        const m = await runPgbench({ pg, db, mix, clients, duration: DURATION, base, tmp, label: name, minimal });
+        const m = await runPgbench({ pg, db, mix, clients, duration: DURATION, base, tmp, label: name, minimal, role });
         record(withStatements({ name, description, mix: mixSpec(mix), ...(await m(pgCtx())) }));
       };
       if (want('pgbench-list')) await pgb(`pgbench-list${suffix}`, { list: 100 }, `the list statement alone, pgbench -M prepared -c ${clients}`);
       if (want('pgbench-mix')) await pgb(`pgbench-mix${suffix}`, MIX, `the mix's statements with its weights, pgbench -M prepared -c ${clients}`);
+      if (want('pgbench-mix-rls-off')) await pgb(`pgbench-mix-rls-off${suffix}`, MIX, `pgbench-mix without SET LOCAL ROLE, as the superuser (no policy applies), pgbench -M prepared -c ${clients}`, false, false);
       if (want('pgbench-minimal-mix')) await pgb(`pgbench-minimal-mix${suffix}`, MIX, `the least SQL a Todo backend could send for the mix (bench/pgbench/minimal), pgbench -M prepared -c ${clients}`, true);
     }
     if (want('callgrind')) {
