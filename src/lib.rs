@@ -88,16 +88,6 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
         // SQLite: one instance, it hears every write itself.
         !postgres,
     );
-    match settings.live.listen_url(&settings.database) {
-        _ if !postgres => {}
-        Some(url) => {
-            live::listener::spawn(url.to_owned(), Arc::clone(&live), Arc::clone(&readiness))
-        }
-        None => tracing::warn!(
-            "live events: behind a transaction-mode pooler with no direct URL (LISTEN_DATABASE_URL or \
-             MIGRATION_DATABASE_URL), other instances' changes reach streams by polling, every second"
-        ),
-    }
     if let Some(addr) = settings.operations.metrics_addr {
         let handle = metrics::install().map_err(StartupError::Metrics)?;
         // Bound here, not in the task: an address that cannot be listened on
@@ -113,6 +103,16 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
                 tracing::error!(%addr, error = %err, "metrics listener failed");
             }
         });
+    }
+    match settings.live.listen_url(&settings.database) {
+        _ if !postgres => {}
+        Some(url) => {
+            live::listener::spawn(url.to_owned(), Arc::clone(&live), Arc::clone(&readiness))
+        }
+        None => tracing::warn!(
+            "live events: behind a transaction-mode pooler with no direct URL (LISTEN_DATABASE_URL or \
+             MIGRATION_DATABASE_URL), other instances' changes reach streams by polling, every second"
+        ),
     }
     let state = AppState::new(
         db.clone(),

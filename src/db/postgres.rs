@@ -151,7 +151,11 @@ impl Pg {
                                 (Some(index), None) => yield (index, Row::Postgres(row)),
                                 _ => {}
                             },
-                            Err(e) => drop(failed.get_or_insert(e)),
+                            // A broken stream answers every poll with its error: leave it.
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                                break;
+                            }
                         }
                     }
                 }

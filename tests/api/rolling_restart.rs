@@ -528,19 +528,29 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
     // The streams catch up to their user's version, then stop.
     let watched: Vec<Watched> = rt.block_on(async {
         let http = Client::builder().no_proxy().build().unwrap();
+        // The user's version: the feed's cursor once it has no more.
         for (target, token) in targets.iter().zip(&tokens) {
-            let url = haproxy.url("/api/tasks/changes?since=0&limit=1000");
-            let feed: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let version = feed["cursor"].as_str().and_then(|c| c.parse().ok());
-            target.store(version.expect("the feed's cursor"), Ordering::Relaxed);
+            let mut cursor = String::from("0");
+            loop {
+                let url = haproxy.url(&format!("/api/tasks/changes?since={cursor}&limit=1000"));
+                let feed: Value = http
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                cursor = feed["cursor"]
+                    .as_str()
+                    .expect("the feed's cursor")
+                    .to_owned();
+                if feed["has_more"] == false {
+                    break;
+                }
+            }
+            target.store(cursor.parse().unwrap(), Ordering::Relaxed);
         }
         let mut watched = Vec::new();
         for watcher in watchers {
