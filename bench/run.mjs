@@ -27,7 +27,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
-  'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-eddsa',
+  'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-rls-ab', 'pg-mix-eddsa',
   'pgbench-list', 'pgbench-mix', 'pgbench-mix-rls-off', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
@@ -68,6 +68,7 @@ Options (defaults in brackets):
   --no-build           do not run 'cargo build --release' first
   --status-detail      count wrk responses by status (costs wrk CPU)
   --callgrind-requests N  requests per kind in the callgrind scenario [300]
+  --rls-ab-rounds N    pairs of pg-mix-rls-ab (on and off, DURATION/2 s each) [6]
   --net-delay MS       pg-network: delay added to each direction between the
                        server and PostgreSQL [10; timers jitter by ~1 ms per
                        chunk, so a smaller delay overstates round trips]
@@ -97,6 +98,7 @@ const { values: opt } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     'status-detail': { type: 'boolean', default: false },
     'callgrind-requests': { type: 'string', default: '300' },
+    'rls-ab-rounds': { type: 'string', default: '6' },
     'net-delay': { type: 'string', default: '10' },
     out: { type: 'string', default: path.join(HERE, 'results') },
     keep: { type: 'boolean', default: false },
@@ -116,6 +118,7 @@ const CONNECTIONS = int(opt.connections, 'connections');
 const THREADS = int(opt.threads, 'threads');
 const PGBENCH_CLIENTS = opt['pgbench-clients'].split(',').map((c) => int(c, 'pgbench-clients'));
 const LIMIT = int(opt.limit, 'limit');
+const RLS_AB_ROUNDS = int(opt['rls-ab-rounds'], 'rls-ab-rounds');
 const MIX = parseMix(opt.mix);
 const scenarios = (opt.scenarios ? opt.scenarios.split(',') : ALL_SCENARIOS).map((s) => s.trim()).filter(Boolean);
 for (const s of scenarios) {
@@ -1262,6 +1265,39 @@ async function main() {
       const m = await runWrk({ server: off, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-rls-off' });
       record(withStatements({ name: 'pg-mix-rls-off', description: 'realistic mix, HS256, row-level security off', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
       await off.stop();
+    }
+    if (want('pg-mix-rls-ab')) {
+      // Row-level security on vs off interleaved: short runs of the mix on the
+      // main instance (on) and on a second one (off), alternating which goes
+      // first, so that the machine's drift falls on both alike. Each pair's
+      // ratio, and the medians.
+      const off = await startServer({ name: 'pg-rls-ab-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { DB_ROW_LEVEL_SECURITY: 'off' } });
+      const rounds = [];
+      const segment = Math.max(5, Math.round(DURATION / 2));
+      for (let i = 0; i < RLS_AB_ROUNDS; i++) {
+        const measured = {};
+        for (const [label, instance] of i % 2 ? [['off', off], ['on', server]] : [['on', server], ['off', off]]) {
+          resetData(pg, db, lastSeeded);
+          const m = await runWrk({ server: instance, mix: mixSpec(MIX), dataFile: hsData, duration: segment, label: `pg-mix-rls-ab-${label}` });
+          measured[label] = await m({ ...pgCtx(), serverPid: instance.pid });
+        }
+        const [a, b] = [measured.on, measured.off];
+        rounds.push({
+          first: i % 2 ? 'off' : 'on', rps_on: a.rps, rps_off: b.rps, rps_ratio: round(a.rps / b.rps, 3),
+          pg_us_on: a.cpu.pg_cpu_us_per_req, pg_us_off: b.cpu.pg_cpu_us_per_req,
+          pg_ratio: a.cpu.pg_cpu_us_per_req && b.cpu.pg_cpu_us_per_req ? round(a.cpu.pg_cpu_us_per_req / b.cpu.pg_cpu_us_per_req, 3) : null,
+          others_pct: [a.cpu.others_pct_of_machine, b.cpu.others_pct_of_machine],
+        });
+      }
+      await off.stop();
+      const median = (xs) => { const v = xs.filter((x) => x != null).sort((x, y) => x - y); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
+      results.rls_ab = {
+        rounds, segment_s: segment,
+        median_rps_ratio: median(rounds.map((r) => r.rps_ratio)), median_pg_cpu_ratio: median(rounds.map((r) => r.pg_ratio)),
+      };
+      log(`pg-mix-rls-ab: ${rounds.length} pairs of ${segment} s, on/off req/s ${rounds.map((r) => pct(r.rps_ratio)).join(' ')}, ` +
+        `PostgreSQL CPU per request ${rounds.map((r) => (r.pg_ratio ? pct(r.pg_ratio) : '-')).join(' ')}; medians ` +
+        `${pct(results.rls_ab.median_rps_ratio)} and ${results.rls_ab.median_pg_cpu_ratio ? pct(results.rls_ab.median_pg_cpu_ratio) : '-'}`);
     }
     if (want('pg-mix-eddsa')) {
       const fetchesBefore = jwks.fetches;

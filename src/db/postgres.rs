@@ -140,22 +140,14 @@ impl Pg {
                     let mut rows = match answer {
                         Ok(Some(rows)) => Box::pin(rows),
                         Ok(None) => continue,
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                            continue;
-                        }
+                        Err(e) => { failed.get_or_insert(e); continue; }
                     };
+                    // A broken stream answers every poll with its error: stop at the first.
                     while let Some(row) = rows.next().await {
-                        match row {
-                            Ok(row) => match (index, &failed) {
-                                (Some(index), None) => yield (index, Row::Postgres(row)),
-                                _ => {}
-                            },
-                            // A broken stream answers every poll with its error: leave it.
-                            Err(e) => {
-                                failed.get_or_insert(e);
-                                break;
-                            }
+                        match (row, index, &failed) {
+                            (Ok(row), Some(index), None) => yield (index, Row::Postgres(row)),
+                            (Ok(_), _, _) => {}
+                            (Err(e), _, _) => { failed.get_or_insert(e); break; }
                         }
                     }
                 }
