@@ -70,7 +70,7 @@ impl Fingerprint {
     pub fn of(body: &Map<String, Value>) -> Self {
         let canonical = serde_json::to_vec(body).unwrap_or_default();
         let digest = Sha256::digest(&canonical);
-        Fingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Fingerprint(hex::encode(digest))
     }
 
     pub fn as_str(&self) -> &str {

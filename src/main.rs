@@ -165,7 +165,7 @@ fn print_dev_banner(settings: &mut Settings) -> Result<(), String> {
         (None, None) => {
             use rand::Rng;
             let secret: [u8; 32] = rand::rng().random();
-            let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            let secret = hex::encode(secret);
             settings.auth.better_auth_secret = Some(secret.into());
             println!(
                 "dev mode: a random BETTER_AUTH_SECRET was generated for this run (tokens die with the process)."

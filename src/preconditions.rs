@@ -38,10 +38,7 @@ fn list_digest(user: &str, query: &ListQuery) -> String {
     hash.update(user.as_bytes());
     hash.update([0]);
     hash.update(query.canonical().as_bytes());
-    hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&hash.finalize()[..8])
 }
 
 /// `If-Match` or `If-None-Match`, as sent.
