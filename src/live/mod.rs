@@ -33,7 +33,7 @@ pub const POLL_WHILE_DEAF: Duration = Duration::from_secs(1);
 /// id (anyone allowed to `LISTEN` sees the payloads).
 pub fn channel(user: &str) -> String {
     let digest = Sha256::digest(user.as_bytes());
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 /// Why a stream was not opened.
@@ -183,9 +183,7 @@ impl Subscription {
             }
         }
     }
-}
 
-impl Subscription {
     /// The feed after `since`, read by `read` or shared with another of the
     /// user's streams that read it from the same cursor since every change
     /// this stream has been signalled. Reads of one user's streams take
