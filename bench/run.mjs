@@ -1256,22 +1256,25 @@ async function main() {
     };
     if (want('pg-list')) await wrkPg('pg-list', `list=100`, hsData, `GET /api/tasks?limit=${LIMIT} only, HS256`);
     if (want('pg-mix')) await wrkPg('pg-mix', mixSpec(MIX), hsData, 'realistic mix, HS256 tokens');
-    if (want('pg-mix-rls-off')) {
-      // The same mix through a second instance that does not take the request
-      // role (DB_ROW_LEVEL_SECURITY=off; the bench's role is a superuser, so
-      // no policy applies): what row-level security costs.
-      const off = await startServer({ name: 'pg-rls-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { DB_ROW_LEVEL_SECURITY: 'off' } });
+    // A second instance on the same database with `env` (what a setting costs).
+    const secondInstance = (name, env) => startServer({ name, databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env });
+    // The mix through such an instance, recorded as `name`.
+    const mixOnSecond = async (name, env, description) => {
+      const other = await secondInstance(name, env);
       resetData(pg, db, lastSeeded);
-      const m = await runWrk({ server: off, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-rls-off' });
-      record(withStatements({ name: 'pg-mix-rls-off', description: 'realistic mix, HS256, row-level security off', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
-      await off.stop();
-    }
+      const m = await runWrk({ server: other, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: name });
+      record(withStatements({ name, description, mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: other.pid })) }));
+      await other.stop();
+    };
+    // Without the request role (the bench's role is a superuser, so no
+    // policy applies): what row-level security costs.
+    if (want('pg-mix-rls-off')) await mixOnSecond('pg-mix-rls-off', { DB_ROW_LEVEL_SECURITY: 'off' }, 'realistic mix, HS256, row-level security off');
     if (want('pg-mix-rls-ab')) {
       // Row-level security on vs off interleaved: short runs of the mix on the
       // main instance (on) and on a second one (off), alternating which goes
       // first, so that the machine's drift falls on both alike. Each pair's
       // ratio, and the medians.
-      const off = await startServer({ name: 'pg-rls-ab-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { DB_ROW_LEVEL_SECURITY: 'off' } });
+      const off = await secondInstance('pg-rls-ab-off', { DB_ROW_LEVEL_SECURITY: 'off' });
       const rounds = [];
       const segment = Math.max(5, Math.round(DURATION / 2));
       for (let i = 0; i < RLS_AB_ROUNDS; i++) {
@@ -1337,14 +1340,8 @@ async function main() {
       results.list_1000_pg = await longListScenario({ server, secret, edKeys });
       log(`pg-list-1000: median ${results.list_1000_pg.median_ms} ms, server CPU ${results.list_1000_pg.server_cpu_ms_per_request} ms per request`);
     }
-    if (want('pg-mix-notify-off')) {
-      // The same mix through an instance that sends no NOTIFY with its writes.
-      const off = await startServer({ name: 'pg-notify-off', databaseUrl: `${pg.url(db)}?sslmode=disable`, auth, tmp, env: { LIVE_NOTIFY: 'off' } });
-      resetData(pg, db, lastSeeded);
-      const m = await runWrk({ server: off, mix: mixSpec(MIX), dataFile: hsData, duration: DURATION, label: 'pg-mix-notify-off' });
-      record(withStatements({ name: 'pg-mix-notify-off', description: 'realistic mix, HS256, no NOTIFY with writes', mix: mixSpec(MIX), ...(await m({ ...pgCtx(), serverPid: off.pid })) }));
-      await off.stop();
-    }
+    // An instance that sends no NOTIFY with its writes.
+    if (want('pg-mix-notify-off')) await mixOnSecond('pg-mix-notify-off', { LIVE_NOTIFY: 'off' }, 'realistic mix, HS256, no NOTIFY with writes');
     if (want('pg-mix-streams')) {
       // The mix again with 1,000 live streams open on the same instance (5 on
       // each seeded user), each receiving its user's changes as they happen.
