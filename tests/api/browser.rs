@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::haproxy::HaProxy;
 use crate::common::node::{interop_dir, node_ready};
@@ -119,18 +119,10 @@ async fn browser_pages_see_each_others_changes_live_through_haproxy() {
         ("HC_DOWNINTER", "250ms"),
     ];
     let haproxy = HaProxy::start(haproxy_bin, &haproxy_env);
-    let started = Instant::now();
-    while !haproxy
-        .servers("todo_api_instances")
-        .iter()
-        .all(|(_, s)| s.status == "UP")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "instances UP in HAProxy"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // (Blocking: the instances are processes of their own.)
+    tokio::task::block_in_place(|| {
+        haproxy.wait_until_up("todo_api_instances", Duration::from_secs(30))
+    });
     let env = vec![
         ("API_URL", haproxy.url("")),
         (

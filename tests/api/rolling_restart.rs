@@ -437,9 +437,7 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
     let haproxy = HaProxy::start(haproxy_bin, &haproxy_env);
     let stats = |name: &str| haproxy.server(BACKEND, name);
     let all_stats = || haproxy.servers(BACKEND);
-    wait_for("every instance UP in HAProxy", PATIENCE, || {
-        all_stats().iter().all(|(_, s)| s.status == "UP")
-    });
+    haproxy.wait_until_up(BACKEND, PATIENCE);
 
     // The load, for the whole run, and the live streams of the first users.
     let stop = Arc::new(AtomicBool::new(false));

@@ -112,6 +112,19 @@ impl HaProxy {
             .collect()
     }
 
+    /// Waits until every server of `backend` is UP (its checks passed).
+    pub fn wait_until_up(&self, backend: &str, within: Duration) {
+        let started = Instant::now();
+        while !self.servers(backend).iter().all(|(_, s)| s.status == "UP") {
+            assert!(
+                started.elapsed() < within,
+                "not every server of {backend} UP in HAProxy within {within:?}: {:?}",
+                self.servers(backend)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// One server's statistics.
     pub fn server(&self, backend: &str, server: &str) -> ServerStats {
         self.servers(backend)
