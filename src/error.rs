@@ -295,7 +295,7 @@ impl IntoResponse for ApiError {
                 Some((header::RETRY_AFTER, HeaderValue::from_static("1")))
             }
             ApiError::PreconditionFailed(task) => {
-                Some((header::ETAG, crate::preconditions::task_tag(task.version)))
+                Some((header::ETAG, crate::etag::task_tag(task.version)))
             }
             ApiError::TooManyRequests(Refused { retry_after, .. }) => Some((
                 header::RETRY_AFTER,

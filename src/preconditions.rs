@@ -9,37 +9,13 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use sha2::{Digest, Sha256};
+use axum::http::{HeaderMap, HeaderName, header};
 
 use crate::error::ApiError;
+use crate::etag::list_digest;
 use crate::models::list::ListQuery;
 use crate::state::AppState;
 use crate::store::Expected;
-
-/// An entity tag as a header value.
-pub fn tag(opaque: &str) -> HeaderValue {
-    // Digits, letters and '-' only: always a valid header value.
-    HeaderValue::try_from(format!("\"{opaque}\"")).unwrap_or(HeaderValue::from_static("\"\""))
-}
-
-/// The tag of a task at `version`.
-pub fn task_tag(version: i64) -> HeaderValue {
-    tag(&version.to_string())
-}
-
-/// The tag of `user`'s listing `query` at the user's `version`.
-pub fn list_tag(version: i64, user: &str, query: &ListQuery) -> String {
-    format!("{version}-{}", list_digest(user, query))
-}
-
-fn list_digest(user: &str, query: &ListQuery) -> String {
-    let mut hash = Sha256::new();
-    hash.update(user.as_bytes());
-    hash.update([0]);
-    hash.update(query.canonical().as_bytes());
-    hex::encode(&hash.finalize()[..8])
-}
 
 /// `If-Match` or `If-None-Match`, as sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -198,6 +174,7 @@ impl FromRequestParts<AppState> for WriteCondition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etag::list_tag;
 
     fn tags(text: &str) -> Option<Vec<(bool, String)>> {
         match parse(text)? {

@@ -9,11 +9,23 @@ use migration::{REQUEST_ROLE, USER_TABLES};
 
 use crate::config::{DatabaseSettings, Switch, redact_url};
 use crate::db::{Caller, Db, DbError, Dialect, Row, Stmt};
-use crate::startup::StartupError;
+
+/// Requests cannot run under row-level security: what is missing, and who
+/// can fix it (start-up stops with this).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "DB_ROW_LEVEL_SECURITY is on, but requests to {url} cannot run under row-level security: {problems}. \
+     {remedy}. Or set DB_ROW_LEVEL_SECURITY=off, and the query layer alone isolates users"
+)]
+pub struct Unenforced {
+    url: String,
+    problems: String,
+    remedy: String,
+}
 
 /// Checks that requests will run as the request role under row-level
 /// security on every user table; with the setting off, says so once.
-pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupError> {
+pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), Unenforced> {
     match (db.dialect(), settings.db_row_level_security) {
         (Dialect::Sqlite, _) => {
             tracing::info!(
@@ -42,7 +54,7 @@ pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), StartupEr
                 }
             }
             if !problems.is_empty() {
-                return Err(StartupError::RowSecurity {
+                return Err(Unenforced {
                     url: redact_url(settings.url()),
                     remedy: remedy(&problems, &login),
                     problems: problems.join("; "),
@@ -124,8 +136,8 @@ fn remedy(problems: &[String], login: &str) -> String {
     }
 }
 
-fn failed(settings: &DatabaseSettings, err: DbError) -> StartupError {
-    StartupError::RowSecurity {
+fn failed(settings: &DatabaseSettings, err: DbError) -> Unenforced {
+    Unenforced {
         url: redact_url(settings.url()),
         problems: format!("the check itself failed: {err}"),
         remedy: String::from("Check the database's logs"),

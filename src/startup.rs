@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{DatabaseSettings, PoolMode, Switch, redact_url};
 use crate::db::{Caller, Db, DbError, Dialect, Stmt};
+pub use crate::row_security::Unenforced;
 use crate::tls;
 
 /// Longest single connection attempt.
@@ -42,15 +43,8 @@ pub enum StartupError {
         schema: String,
         missing: String,
     },
-    #[error(
-        "DB_ROW_LEVEL_SECURITY is on, but requests to {url} cannot run under row-level security: {problems}. \
-         {remedy}. Or set DB_ROW_LEVEL_SECURITY=off, and the query layer alone isolates users"
-    )]
-    RowSecurity {
-        url: String,
-        problems: String,
-        remedy: String,
-    },
+    #[error(transparent)]
+    RowSecurity(#[from] Unenforced),
 }
 
 /// Waits for the database, migrates, checks privileges, probes a write, and

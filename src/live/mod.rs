@@ -13,6 +13,7 @@
 
 pub mod listener;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +21,6 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
-
-use crate::store::{Changes, StoreError};
 
 /// The PostgreSQL channel of the notifications.
 pub const CHANNEL: &str = "todo_changes";
@@ -69,7 +68,9 @@ struct SharedPage {
     /// The user's signal count when the read began: the page holds every
     /// change signalled up to it.
     stamp: u64,
-    changes: Arc<Changes>,
+    /// What the read returned (the store's changes: opaque here, so that
+    /// this module does not depend on the store that depends on it).
+    changes: Arc<dyn Any + Send + Sync>,
 }
 
 /// An open stream's membership: its user's signal, given back on drop.
@@ -188,10 +189,11 @@ impl Subscription {
     /// user's streams that read it from the same cursor since every change
     /// this stream has been signalled. Reads of one user's streams take
     /// turns, so the second waits for the first and takes its page.
-    pub async fn page<F, R>(&self, since: i64, read: F) -> Result<Arc<Changes>, StoreError>
+    pub async fn page<P, E, F, R>(&self, since: i64, read: F) -> Result<Arc<P>, E>
     where
+        P: Any + Send + Sync,
         F: FnOnce() -> R,
-        R: Future<Output = Result<Changes, StoreError>>,
+        R: Future<Output = Result<P, E>>,
     {
         let seen = *self.changed.borrow();
         // While notifications may be missed, a stream polls: it must read.
@@ -201,15 +203,16 @@ impl Subscription {
             && hearing
             && page.since == since
             && page.stamp >= seen
+            && let Ok(changes) = Arc::clone(&page.changes).downcast::<P>()
         {
-            return Ok(Arc::clone(&page.changes));
+            return Ok(changes);
         }
         let stamp = *self.signal.changed.borrow();
         let changes = Arc::new(read().await?);
         *shared = Some(SharedPage {
             since,
             stamp,
-            changes: Arc::clone(&changes),
+            changes: Arc::clone(&changes) as Arc<dyn Any + Send + Sync>,
         });
         Ok(changes)
     }

@@ -17,12 +17,13 @@ use super::errors::{
 };
 use super::extract::{JsonObject, TaskId};
 use crate::error::{ApiError, FieldError};
+use crate::etag;
 use crate::idempotency::{Fingerprint, IdempotencyKey, KeyedRequest};
 use crate::models::input::{CompleteRequest, NewTask, TaskChanges};
 use crate::models::list::ListQuery;
 use crate::models::output::{DeletedOut, TaskOut};
 use crate::models::task;
-use crate::preconditions::{self, Condition, WriteCondition};
+use crate::preconditions::{Condition, WriteCondition};
 use crate::state::AppState;
 use crate::store::{Created, UserTasks, location};
 
@@ -68,13 +69,13 @@ pub async fn list_tasks(
         if condition == Condition::Any || !held.is_empty() {
             let version = tasks.version().await?;
             if condition == Condition::Any || held.contains(&version) {
-                let tag = preconditions::list_tag(version, tasks.owner(), &query);
-                return Ok(not_modified(preconditions::tag(&tag)));
+                let tag = etag::list_tag(version, tasks.owner(), &query);
+                return Ok(not_modified(etag::tag(&tag)));
             }
         }
     }
     let listing = tasks.list(&query).await?;
-    let etag = preconditions::list_tag(listing.version, tasks.owner(), &query);
+    let etag = etag::list_tag(listing.version, tasks.owner(), &query);
     // A page of at most `WHOLE_PAGE_LIMIT` tasks (the frontend's usual
     // request) is read whole: one write with a Content-Length, and the
     // database connection goes back at once. Longer lists are streamed.
@@ -92,7 +93,7 @@ pub async fn list_tasks(
                 header::HeaderName::from_static("x-total-count"),
                 HeaderValue::from(listing.total),
             ),
-            (header::ETAG, preconditions::tag(&etag)),
+            (header::ETAG, etag::tag(&etag)),
         ],
         body,
     )
@@ -115,7 +116,7 @@ impl IntoResponse for TaskJson {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 ),
-                (header::ETAG, preconditions::task_tag(self.0.version)),
+                (header::ETAG, etag::task_tag(self.0.version)),
             ],
             TaskOut::from(self.0).to_json(),
         )
@@ -244,7 +245,7 @@ pub async fn create_task(
                 response.headers_mut().insert(header::LOCATION, location);
             }
             if let Some(version) = first.task_version {
-                let etag = preconditions::task_tag(version);
+                let etag = etag::task_tag(version);
                 response.headers_mut().insert(header::ETAG, etag);
             }
             Ok(response)
@@ -281,7 +282,7 @@ pub async fn get_task(
     if let Some(held) = held
         && held.matches_weakly(&task.version.to_string())
     {
-        return Ok(not_modified(preconditions::task_tag(task.version)));
+        return Ok(not_modified(etag::task_tag(task.version)));
     }
     Ok(TaskJson(task).into_response())
 }
