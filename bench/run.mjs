@@ -28,7 +28,7 @@ const REPO = path.resolve(HERE, '..');
 
 const ALL_SCENARIOS = [
   'startup', 'sql-trace', 'pg-network', 'health', 'pg-list', 'pg-mix', 'pg-mix-rls-off', 'pg-mix-rls-ab', 'pg-mix-eddsa',
-  'pgbench-list', 'pgbench-mix', 'pgbench-mix-rls-off', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
+  'pgbench-list', 'pgbench-mix', 'pgbench-mix-rls-off', 'pgbench-mix-rls-ab', 'pgbench-minimal-mix', 'pg-list-1000', 'pg-list-304', 'pg-feed-10k', 'live-latency', 'live-idle', 'pg-mix-notify-off', 'pg-mix-streams', 'sqlite-list', 'sqlite-mix', 'sqlite-list-1000',
 ];
 const OPTIONAL_SCENARIOS = ['profile', 'callgrind'];
 const DEFAULT_MIX = 'list=60,get=15,create=10,toggle=10,update=5';
@@ -68,7 +68,8 @@ Options (defaults in brackets):
   --no-build           do not run 'cargo build --release' first
   --status-detail      count wrk responses by status (costs wrk CPU)
   --callgrind-requests N  requests per kind in the callgrind scenario [300]
-  --rls-ab-rounds N    pairs of pg-mix-rls-ab (on and off, DURATION/2 s each) [6]
+  --rls-ab-rounds N    pairs of pg-mix-rls-ab and pgbench-mix-rls-ab (on and
+                       off, DURATION/2 s each) [6]
   --net-delay MS       pg-network: delay added to each direction between the
                        server and PostgreSQL [10; timers jitter by ~1 ms per
                        chunk, so a smaller delay overstates round trips]
@@ -485,8 +486,9 @@ function percentile(sorted, p) {
 
 async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label, minimal = false, role = true }) {
   // `minimal`: the lower ceiling, bench/pgbench/minimal/ as they are (no transaction, no role).
-  // `role` false: no SET LOCAL ROLE, so as the superuser no policy applies (RLS off).
-  const script = (k) => (minimal ? path.join(HERE, 'pgbench', 'minimal', KIND_SCRIPTS[k]) : wrappedScript(k, tmp, role));
+  // `role`: connections are the request role, as the server's (RLS on); false:
+  // the superuser, to whom no policy applies (RLS off).
+  const script = (k) => (minimal ? path.join(HERE, 'pgbench', 'minimal', KIND_SCRIPTS[k]) : wrappedScript(k, tmp));
   const scripts = Object.entries(mix).map(([k, w]) => ['-f', `${script(k)}@${w}`]).flat();
   const vars = {
     users: N_USERS, tasks: N_TASKS, base, uid_base: UID_BASE.toString(), limit: LIMIT, one: 1, now: 'now',
@@ -495,7 +497,7 @@ async function runPgbench({ pg, db, mix, clients, duration, base, tmp, label, mi
   const defs = Object.entries(vars).map(([k, v]) => ['-D', `${k}=${v}`]).flat();
   const common = ['-h', pg.host, '-p', String(pg.port), '-U', 'postgres', '-n', '-M', 'prepared',
     '-c', String(clients), '-j', String(Math.min(THREADS, clients)), ...defs, ...scripts];
-  const env = { PGSSLMODE: 'disable' };
+  const env = { PGSSLMODE: 'disable', ...(role && !minimal ? { PGOPTIONS: '-c role=todo_request' } : {}) };
   if (WARMUP > 0) {
     const w = await runMeasuredChild('pgbench', [...common, '-T', String(Math.max(1, Math.round(WARMUP))), db], env);
     if (w.code !== 0) throw new Error(`pgbench warm-up for ${label} failed:\n${w.stderr}`);
@@ -574,25 +576,25 @@ function pgbenchStatements() {
 }
 
 /**
- * What the server wraps each request's statements in (row-level security
- * on, its default): a transaction that takes the request role and sets the
- * user, pipelined with the statements (one round trip).
+ * What the server wraps each request's statements in: a transaction that
+ * sets the user, pipelined with the statements (one round trip). Row-level
+ * security on (its default), its connections are the request role from
+ * their start (a startup option).
  */
-const REQUEST_TRANSACTION = ['BEGIN', 'SET LOCAL ROLE todo_request', "SELECT set_config('todo.user_id', $1, true)", "SELECT pg_notify('todo_changes', $1)", 'COMMIT'];
+const REQUEST_TRANSACTION = ['BEGIN', "SELECT set_config('todo.user_id', $1, true)", "SELECT pg_notify('todo_changes', $1)", 'COMMIT'];
 
 /**
  * A pgbench script's statements wrapped as the server sends them: in a
- * pipeline (one round trip), in a transaction that takes the request role
- * and sets the user, a write with its NOTIFY. Written to `tmp`; returns its path.
+ * pipeline (one round trip), in a transaction that sets the user, a write
+ * with its NOTIFY. Written to `tmp`; returns its path.
  */
-function wrappedScript(kind, tmp, role = true) {
+function wrappedScript(kind, tmp) {
   const lines = fs.readFileSync(path.join(HERE, 'pgbench', KIND_SCRIPTS[kind]), 'utf8').split('\n');
   const isSql = (l) => l.trim() && !l.startsWith('--') && !l.startsWith('\\');
   const out = [
     ...lines.filter((l) => !isSql(l)),
     '\\startpipeline',
     'BEGIN;',
-    ...(role ? ['SET LOCAL ROLE todo_request;'] : []),
     "SELECT set_config('todo.user_id', :uid, true);",
     ...lines.filter(isSql),
     // Writes wake live streams on other instances (LIVE_NOTIFY, on by default).
@@ -600,7 +602,7 @@ function wrappedScript(kind, tmp, role = true) {
     'COMMIT;',
     '\\endpipeline',
   ];
-  const file = path.join(tmp, `${role ? 'rls' : 'no-rls'}-${KIND_SCRIPTS[kind]}`);
+  const file = path.join(tmp, `wrapped-${KIND_SCRIPTS[kind]}`);
   fs.writeFileSync(file, out.join('\n') + '\n');
   return file;
 }
@@ -1327,7 +1329,32 @@ async function main() {
       };
       if (want('pgbench-list')) await pgb(`pgbench-list${suffix}`, { list: 100 }, `the list statement alone, pgbench -M prepared -c ${clients}`);
       if (want('pgbench-mix')) await pgb(`pgbench-mix${suffix}`, MIX, `the mix's statements with its weights, pgbench -M prepared -c ${clients}`);
-      if (want('pgbench-mix-rls-off')) await pgb(`pgbench-mix-rls-off${suffix}`, MIX, `pgbench-mix without SET LOCAL ROLE, as the superuser (no policy applies), pgbench -M prepared -c ${clients}`, false, false);
+      if (want('pgbench-mix-rls-off')) await pgb(`pgbench-mix-rls-off${suffix}`, MIX, `pgbench-mix as the superuser, not the request role (no policy applies), pgbench -M prepared -c ${clients}`, false, false);
+      if (want('pgbench-mix-rls-ab') && clients === PGBENCH_CLIENTS[0]) {
+        // pgbench-mix and pgbench-mix-rls-off interleaved, as pg-mix-rls-ab.
+        const rounds = [];
+        const segment = Math.max(5, Math.round(DURATION / 2));
+        for (let i = 0; i < RLS_AB_ROUNDS; i++) {
+          const measured = {};
+          for (const role of i % 2 ? [false, true] : [true, false]) {
+            resetData(pg, db, lastSeeded);
+            const label = `pgbench-mix-rls-ab-${role ? 'on' : 'off'}`;
+            const m = await runPgbench({ pg, db, mix: MIX, clients, duration: segment, base, tmp, label, role });
+            measured[role] = await m(pgCtx());
+          }
+          const [a, b] = [measured[true], measured[false]];
+          rounds.push({
+            first: i % 2 ? 'off' : 'on', tps_ratio: round(a.rps / b.rps, 3),
+            pg_ratio: round(a.cpu.pg_cpu_us_per_req / b.cpu.pg_cpu_us_per_req, 3),
+            others_pct: [a.cpu.others_pct_of_machine, b.cpu.others_pct_of_machine],
+          });
+        }
+        const med = (xs) => median(xs.filter((x) => x != null));
+        results.pgbench_rls_ab = { rounds, segment_s: segment, clients, median_tps_ratio: med(rounds.map((r) => r.tps_ratio)), median_pg_cpu_ratio: med(rounds.map((r) => r.pg_ratio)) };
+        log(`pgbench-mix-rls-ab: ${rounds.length} pairs of ${segment} s, on/off tps ${rounds.map((r) => pct(r.tps_ratio)).join(' ')}, ` +
+          `PostgreSQL CPU per transaction ${rounds.map((r) => pct(r.pg_ratio)).join(' ')}; medians ` +
+          `${pct(results.pgbench_rls_ab.median_tps_ratio)} and ${pct(results.pgbench_rls_ab.median_pg_cpu_ratio)}`);
+      }
       if (want('pgbench-minimal-mix')) await pgb(`pgbench-minimal-mix${suffix}`, MIX, `the least SQL a Todo backend could send for the mix (bench/pgbench/minimal), pgbench -M prepared -c ${clients}`, true);
     }
     if (want('callgrind')) {

@@ -8,7 +8,11 @@
 use migration::{REQUEST_ROLE, USER_TABLES};
 
 use crate::config::{DatabaseSettings, Switch, redact_url};
-use crate::db::{Caller, Db, DbError, Dialect, Row, Stmt};
+use crate::db::{Caller, Db, DbError, Dialect, Stmt};
+use crate::tls;
+
+/// Start-up's checks as the login role are answered this soon, or fail.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Requests cannot run under row-level security: what is missing, and who
 /// can fix it (start-up stops with this).
@@ -41,7 +45,8 @@ pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), Unenforce
             Ok(())
         }
         (Dialect::Postgres, Switch::On) => {
-            let (login, mut problems) = catalogue(db).await.map_err(|e| failed(settings, e))?;
+            let found = as_login(settings, catalogue).await;
+            let (login, mut problems) = found.map_err(|e| failed(settings, e))?;
             if problems.is_empty() {
                 match runs_as(db).await {
                     Ok(role) if role == REQUEST_ROLE => {}
@@ -69,8 +74,26 @@ pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), Unenforce
     }
 }
 
+/// `check` on a connection of the serving role as itself, outside the pool
+/// (bounded: start-up must not hang on it).
+pub(crate) async fn as_login<T>(
+    settings: &DatabaseSettings,
+    check: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let work = async {
+        let client = tls::target(settings.url())
+            .map_err(DbError::bug)?
+            .connect()
+            .await?;
+        check(&client).await
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| Err(DbError::unavailable("no answer from the database")))
+}
+
 /// The serving role, and what the catalogue says is missing.
-async fn catalogue(db: &Db) -> Result<(String, Vec<String>), DbError> {
+async fn catalogue(client: &tokio_postgres::Client) -> Result<(String, Vec<String>), DbError> {
     let tables = USER_TABLES.map(|t| format!("('{t}')")).join(", ");
     let sql = format!(
         "WITH r AS (SELECT oid, rolsuper OR rolbypassrls AS bypasses FROM pg_roles WHERE rolname = '{REQUEST_ROLE}'), \
@@ -92,15 +115,14 @@ async fn catalogue(db: &Db) -> Result<(String, Vec<String>), DbError> {
              WHERE s IS NOT NULL AND NOT has_sequence_privilege(r.oid, s, 'USAGE') \
          ) AS p RIGHT JOIN (SELECT) AS one ON true"
     );
-    let rows = db
-        .read(Caller::Service, &[Stmt::new(&sql, [])])
-        .await?
-        .pop()
-        .unwrap_or_default();
-    let login = rows.first().map(|r| r.get::<String>(0)).transpose()?;
+    let rows = client.query(&sql, &[]).await?;
+    let login = rows
+        .first()
+        .map(|r| r.try_get::<_, String>(0))
+        .transpose()?;
     let problems = rows
         .iter()
-        .map(|r: &Row| r.get::<Option<String>>(1))
+        .map(|r| r.try_get::<_, Option<String>>(1))
         .filter_map(Result::transpose)
         .collect::<Result<Vec<_>, _>>()?;
     Ok((login.unwrap_or_default(), problems))

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{DatabaseSettings, PoolMode, Switch, redact_url};
-use crate::db::{Caller, Db, DbError, Dialect, Stmt};
+use crate::db::{Db, DbError, Dialect};
 pub use crate::row_security::Unenforced;
 use crate::tls;
 
@@ -113,16 +113,12 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
              WHERE NOT has_table_privilege(t.name, q.privilege)) AS p \
          WHERE p.missing IS NOT NULL"
     );
-    let found = db
-        .read(Caller::Service, &[Stmt::new(&sql, [])])
-        .await
-        .and_then(|mut results| {
-            let row = results.pop().and_then(|mut rows| rows.pop());
-            match row {
-                Some(row) => Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                None => Err(DbError::bug("no row from the privilege check")),
-            }
-        });
+    // Outside the pool: its connections are the request role (row-level security on).
+    let found = crate::row_security::as_login(settings, async |client| {
+        let row = client.query_one(&sql, &[]).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    })
+    .await;
     match found {
         Ok((_, _, None::<String>)) => Ok(()),
         Ok((role, schema, Some(missing))) => Err(StartupError::Privileges {

@@ -46,6 +46,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// One connection outside any pool (its driver spawned): start-up's
+    /// checks, as the login role itself.
+    pub async fn connect(self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(self.tls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     /// Says once what protects the connections: a warning if the server is
     /// not authenticated.
     pub fn report(&self) {

@@ -6,10 +6,10 @@
 //! transaction-mode pooler nothing may outlive a transaction: statements
 //! are unnamed (`query_typed`) and each batch sets its `statement_timeout`.
 //!
-//! A user's work runs in a transaction that first sets the user (and, with
-//! row-level security on, takes the request role), both `LOCAL`: they end
-//! with the transaction, so nothing carries over to the next one on the
-//! connection, through a pooler too. See `specs/database`.
+//! A user's work runs in a transaction that first sets the user, `LOCAL`.
+//! With row-level security on, a direct connection is the request role from
+//! its start (the service's work leaves it); behind a pooler, each user
+//! transaction takes it, `LOCAL`. See `specs/database`.
 
 use std::{pin::Pin, time::Duration};
 
@@ -22,6 +22,7 @@ use super::sql::{PgParam, Row, Stmt, pg_params};
 use super::{ACQUIRE_TIMEOUT, Caller, DbError};
 use crate::config::{DatabaseSettings, PoolMode, Switch};
 use crate::tls;
+use migration::REQUEST_ROLE;
 
 /// Sets the request's user for the rest of its transaction.
 const SET_USER: &str = "SELECT set_config('todo.user_id', $1, true)";
@@ -30,10 +31,9 @@ pub(super) struct Pg {
     pub pool: Pool,
     /// Behind a transaction-mode pooler.
     pooled: bool,
-    /// What opens a transaction (behind a pooler, with its settings).
-    begin: String,
-    /// What opens a user's transaction: `begin`, and the request role.
+    /// What opens a user's transaction, and the service's.
     begin_for_user: String,
+    begin_for_service: String,
 }
 
 impl Pg {
@@ -42,9 +42,16 @@ impl Pg {
         target.report();
         let mut config = target.config;
         let pooled = settings.pool_mode == PoolMode::Transaction;
+        let rls = settings.db_row_level_security == Switch::On;
         let timeout_ms = settings.db_statement_timeout.as_millis();
+        // Directly, settings last the session (startup options), the request
+        // role among them (the service's work leaves it); behind a pooler,
+        // each transaction makes its own, `LOCAL`.
+        let role = rls
+            .then(|| format!(" -c role={REQUEST_ROLE}"))
+            .unwrap_or_default();
         if !pooled {
-            config.options(format!("-c statement_timeout={timeout_ms}"));
+            config.options(format!("-c statement_timeout={timeout_ms}{role}"));
         }
         config.connect_timeout(ACQUIRE_TIMEOUT);
         let recycling_method = RecyclingMethod::Fast;
@@ -61,23 +68,23 @@ impl Pg {
             true => format!("BEGIN; SET LOCAL statement_timeout = {timeout_ms}"),
             false => "BEGIN".to_owned(),
         };
-        let begin_for_user = match settings.db_row_level_security {
-            Switch::On => format!("{begin}; SET LOCAL ROLE {}", migration::REQUEST_ROLE),
-            Switch::Off => begin.clone(),
+        let (begin_for_user, begin_for_service) = match (pooled, rls) {
+            (true, true) => (format!("{begin}; SET LOCAL ROLE {REQUEST_ROLE}"), begin),
+            (false, true) => (begin, "BEGIN; SET LOCAL ROLE NONE".to_owned()),
+            (_, false) => (begin.clone(), begin),
         };
         Ok(Pg {
             pool,
             pooled,
-            begin,
             begin_for_user,
+            begin_for_service,
         })
     }
 
-    /// Sends `stmts` in one write, in one transaction when there are several,
-    /// when they are a user's (after the statement that sets the user) and
-    /// behind a pooler; yields each statement's rows, with its index, as they
-    /// arrive. A failed statement's error comes after every answer has been
-    /// read, so the connection goes back to the pool.
+    /// Sends `stmts` in one write, in one transaction if there are several
+    /// (a user's: after the statement that sets the user) or it sets
+    /// something; yields each statement's rows, with its index, as they
+    /// arrive. A failed statement's error comes after every answer is read.
     pub fn pipeline(
         &self,
         caller: Caller<'_>,
@@ -88,11 +95,11 @@ impl Pg {
                 &self.begin_for_user,
                 Some(Stmt::new(SET_USER, [user.into()])),
             ),
-            Caller::Service => (&self.begin, None),
+            Caller::Service => (&self.begin_for_service, None),
         };
         let own = usize::from(set_user.is_some());
         let work: Vec<Stmt> = set_user.into_iter().chain(stmts).collect();
-        let begin = (work.len() > 1 || self.pooled).then(|| begin.to_owned());
+        let begin = (work.len() > 1 || begin != "BEGIN").then(|| begin.to_owned());
         let params = work
             .iter()
             .map(|s| pg_params(&s.values))
@@ -153,9 +160,7 @@ impl Pg {
                 }
             }
             drop(conn.0.take());
-            if let Some(e) = failed {
-                Err(e)?;
-            }
+            failed.map_or(Ok(()), Err)?;
         })
     }
 }

@@ -114,6 +114,47 @@ async fn requests_run_as_the_request_role_with_their_user_set() {
     let _ = db.close().await;
 }
 
+/// Directly, the pool's connections are the request role from their start;
+/// the service's own work leaves it for its transaction: start-up's write
+/// probe runs as the login role, and a request after it on the same pool
+/// as the request role again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_work_runs_as_the_login_role_and_requests_never_do() {
+    let Some(mut first) = TestApp::start(Backend::Postgres).await else {
+        return;
+    };
+    first.stop().await;
+    let db = first.db.connect().await;
+    db.execute_unprepared(
+        "ALTER TABLE service_probe ADD COLUMN probed_by text DEFAULT current_user; \
+         DELETE FROM service_probe; \
+         ALTER TABLE tasks ADD COLUMN written_by text DEFAULT current_user",
+    )
+    .await
+    .unwrap();
+    let app = first
+        .restart_builder(Backend::Postgres)
+        .env("DB_MAX_CONNECTIONS", "1")
+        .start()
+        .await
+        .expect("starts again");
+    let probe = one(&db, "SELECT probed_by FROM service_probe").await;
+    let login = one(&db, "SELECT session_user::text AS login").await;
+    assert_eq!(probe["probed_by"], login["login"], "{probe}");
+    assert_ne!(probe["probed_by"], "todo_request");
+    // One connection: the probe's, which a request reuses.
+    let created = app
+        .create(&app.token("alice"), json!({"title": "after the probe"}))
+        .await;
+    let row = one(
+        &db,
+        &format!("SELECT written_by FROM tasks WHERE id = {}", created["id"]),
+    )
+    .await;
+    assert_eq!(row["written_by"], "todo_request", "{row}");
+    let _ = db.close().await;
+}
+
 /// As the request role: no setting, no row (and no write) but expired
 /// keys, which the purge deletes; another user's rows neither seen nor
 /// changed.
