@@ -47,11 +47,9 @@ impl Pg {
         // Directly, settings last the session (startup options), the request
         // role among them (the service's work leaves it); behind a pooler,
         // each transaction makes its own, `LOCAL`.
-        let role = rls
-            .then(|| format!(" -c role={REQUEST_ROLE}"))
-            .unwrap_or_default();
         if !pooled {
-            config.options(format!("-c statement_timeout={timeout_ms}{role}"));
+            let role = if rls { REQUEST_ROLE } else { "none" };
+            config.options(format!("-c statement_timeout={timeout_ms} -c role={role}"));
         }
         config.connect_timeout(ACQUIRE_TIMEOUT);
         let recycling_method = RecyclingMethod::Fast;
