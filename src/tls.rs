@@ -112,6 +112,11 @@ fn split(url: &str) -> Result<(Url, Params), String> {
     parsed.set_query(None);
     if !kept.is_empty() {
         parsed.query_pairs_mut().extend_pairs(kept);
+        // Form encoding writes a space as `+`, which tokio-postgres keeps as
+        // a plus (`options=-c%20search_path%3Dx` would become `-c+search_path`);
+        // a literal plus is `%2B` by now.
+        let query = parsed.query().map(|q| q.replace('+', "%20"));
+        parsed.set_query(query.as_deref());
     }
     let channel_binding = match param("channel_binding").as_deref() {
         None | Some("prefer") => ChannelBinding::Prefer,
@@ -309,5 +314,18 @@ impl ServerCertVerifier for Verifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The URL's other parameters reach tokio-postgres as written, spaces
+    /// and plus signs included.
+    #[test]
+    fn other_parameters_keep_their_spaces_and_plus_signs() {
+        let url = "postgres://u@h/db?sslmode=disable&options=-c%20search_path%3Da%2Bb&application_name=x";
+        let target = super::target(url).expect("a valid URL");
+        assert_eq!(target.config.get_options(), Some("-c search_path=a+b"));
+        assert_eq!(target.config.get_application_name(), Some("x"));
     }
 }

@@ -44,12 +44,15 @@ impl Pg {
         let pooled = settings.pool_mode == PoolMode::Transaction;
         let rls = settings.db_row_level_security == Switch::On;
         let timeout_ms = settings.db_statement_timeout.as_millis();
-        // Directly, settings last the session (startup options), the request
-        // role among them (the service's work leaves it); behind a pooler,
-        // each transaction makes its own, `LOCAL`.
+        // Directly, settings last the session (startup options, after the
+        // URL's own), the request role among them (the service's work leaves
+        // it); behind a pooler, each transaction makes its own, `LOCAL`.
         if !pooled {
             let role = if rls { REQUEST_ROLE } else { "none" };
-            config.options(format!("-c statement_timeout={timeout_ms} -c role={role}"));
+            let given = config.get_options().unwrap_or_default().to_owned();
+            config.options(format!(
+                "{given} -c statement_timeout={timeout_ms} -c role={role}"
+            ));
         }
         config.connect_timeout(ACQUIRE_TIMEOUT);
         let recycling_method = RecyclingMethod::Fast;

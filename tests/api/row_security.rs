@@ -155,6 +155,34 @@ async fn the_services_own_work_runs_as_the_login_role_and_requests_never_do() {
     let _ = db.close().await;
 }
 
+/// The URL's own startup options (`options=-c ...`, as libpq reads them)
+/// are kept beside the ones the pool adds (the timeout, the request role).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_urls_own_startup_options_are_kept() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let direct = db.url.clone();
+    let url = format!("{direct}?options=-c%20application_name%3Dfrom-the-url");
+    let app = TestApp::builder(Backend::Postgres)
+        .database(db)
+        .database_url(url)
+        .start()
+        .await
+        .expect("starts");
+    let created = app.create(&app.token("alice"), json!({"title": "t"})).await;
+    assert!(created["id"].is_i64(), "{created}");
+    let db = app.db.connect().await;
+    let seen = one(
+        &db,
+        "SELECT count(*)::int AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'from-the-url'",
+    )
+    .await;
+    assert!(seen["n"].as_i64().unwrap() >= 1, "{seen}");
+    let _ = db.close().await;
+}
+
 /// As the request role: no setting, no row (and no write) but expired
 /// keys, which the purge deletes; another user's rows neither seen nor
 /// changed.
