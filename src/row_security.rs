@@ -7,7 +7,7 @@
 
 use migration::{REQUEST_ROLE, USER_TABLES};
 
-use crate::config::{DatabaseSettings, Switch, redact_url};
+use crate::config::{DatabaseSettings, PoolMode, Switch, redact_url};
 use crate::db::{Caller, Db, DbError, Dialect, Stmt};
 use crate::tls;
 
@@ -74,22 +74,32 @@ pub async fn check(settings: &DatabaseSettings, db: &Db) -> Result<(), Unenforce
     }
 }
 
-/// `check` on a connection of the serving role as itself, outside the pool
-/// (bounded: start-up must not hang on it).
+/// `check` on a connection of the serving role as itself (directly, the
+/// default role even if the login role's settings name another), outside
+/// the pool, bounded: start-up must not hang on it. Its statements must be
+/// unnamed (`query_typed`): behind a transaction-mode pooler, a named one's
+/// parse and execution may reach different server connections.
 pub(crate) async fn as_login<T>(
     settings: &DatabaseSettings,
     check: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
     let work = async {
-        let client = tls::target(settings.url())
-            .map_err(DbError::bug)?
-            .connect()
-            .await?;
-        check(&client).await
+        let mut target = tls::target(settings.url()).map_err(DbError::bug)?;
+        if settings.pool_mode == PoolMode::Session {
+            let given = target.config.get_options().unwrap_or_default().to_owned();
+            target.config.options(format!("{given} -c role=none"));
+        }
+        target.config.connect_timeout(CHECK_TIMEOUT);
+        check(&target.connect().await?).await
     };
+    let seconds = CHECK_TIMEOUT.as_secs();
     tokio::time::timeout(CHECK_TIMEOUT, work)
         .await
-        .unwrap_or_else(|_| Err(DbError::unavailable("no answer from the database")))
+        .unwrap_or_else(|_| {
+            Err(DbError::unavailable(format!(
+                "no answer from the database within {seconds} s"
+            )))
+        })
 }
 
 /// The serving role, and what the catalogue says is missing.
@@ -115,7 +125,7 @@ async fn catalogue(client: &tokio_postgres::Client) -> Result<(String, Vec<Strin
              WHERE s IS NOT NULL AND NOT has_sequence_privilege(r.oid, s, 'USAGE') \
          ) AS p RIGHT JOIN (SELECT) AS one ON true"
     );
-    let rows = client.query(&sql, &[]).await?;
+    let rows = client.query_typed(&sql, &[]).await?;
     let login = rows
         .first()
         .map(|r| r.try_get::<_, String>(0))

@@ -97,10 +97,13 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
     let needed = match settings.db_row_level_security {
         Switch::Off => {
             "('tasks', 'SELECT,INSERT,UPDATE,DELETE'), ('task_lists', 'SELECT,INSERT,UPDATE,DELETE'), \
+             ('task_tombstones', 'SELECT,INSERT,UPDATE,DELETE'), \
              ('idempotency_keys', 'SELECT,INSERT,UPDATE,DELETE'), ('service_probe', 'SELECT,INSERT,UPDATE')"
         }
+        // The purges (keys, tombstones) and the probe: the service's own work.
         Switch::On => {
-            "('idempotency_keys', 'SELECT,DELETE'), ('service_probe', 'SELECT,INSERT,UPDATE')"
+            "('idempotency_keys', 'SELECT,DELETE'), ('task_tombstones', 'SELECT,DELETE'), \
+             ('service_probe', 'SELECT,INSERT,UPDATE')"
         }
     };
     let sql = format!(
@@ -115,7 +118,10 @@ async fn check_privileges(settings: &DatabaseSettings, db: &Db) -> Result<(), St
     );
     // Outside the pool: its connections are the request role (row-level security on).
     let found = crate::row_security::as_login(settings, async |client| {
-        let row = client.query_one(&sql, &[]).await?;
+        let rows = client.query_typed(&sql, &[]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::bug("no row from the check"))?;
         Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     })
     .await;

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use percent_encoding::percent_decode_str;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -99,25 +100,27 @@ fn split(url: &str) -> Result<(Url, Params), String> {
     let invalid = |e: &dyn std::fmt::Display| format!("invalid database URL: {e}");
     let mut parsed = Url::parse(url).map_err(|e| invalid(&e))?;
     let tls_param = |k: &str| matches!(k, "sslmode" | "sslrootcert" | "channel_binding");
-    let (tls, kept): (Vec<(String, String)>, Vec<_>) = parsed
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .partition(|(k, _)| tls_param(k));
+    // As libpq reads a query: `%XX` decoded, a `+` a plus (not form
+    // encoding's space). The TLS parameters are taken out, the rest goes on
+    // as written.
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (mut tls, mut kept) = (Vec::new(), Vec::new());
+    for pair in parsed.query().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match tls_param(&decode(k)) {
+            true => tls.push((decode(k), decode(v))),
+            false if !pair.is_empty() => kept.push(pair.to_owned()),
+            false => {}
+        }
+    }
     let param = |name: &str| {
         tls.iter()
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    parsed.set_query(None);
-    if !kept.is_empty() {
-        parsed.query_pairs_mut().extend_pairs(kept);
-        // Form encoding writes a space as `+`, which tokio-postgres keeps as
-        // a plus (`options=-c%20search_path%3Dx` would become `-c+search_path`);
-        // a literal plus is `%2B` by now.
-        let query = parsed.query().map(|q| q.replace('+', "%20"));
-        parsed.set_query(query.as_deref());
-    }
+    let kept = kept.join("&");
+    parsed.set_query((!kept.is_empty()).then_some(kept.as_str()));
     let channel_binding = match param("channel_binding").as_deref() {
         None | Some("prefer") => ChannelBinding::Prefer,
         Some("require") => ChannelBinding::Require,
@@ -209,6 +212,9 @@ pub fn for_sqlx(url: &str) -> Result<String, String> {
         return Ok(url.to_owned());
     }
     let (mut parsed, params) = split(url)?;
+    // sqlx reads the query as a form: a plus written for a plus is `%2B` to it.
+    let query = parsed.query().map(|q| q.replace('+', "%2B"));
+    parsed.set_query(query.as_deref());
     let mut pairs = vec![("sslmode", params.sslmode)];
     if let Some(root) = params.root_cert.filter(|r| r != "system") {
         pairs.push(("sslrootcert", root));
@@ -319,13 +325,32 @@ impl ServerCertVerifier for Verifier {
 
 #[cfg(test)]
 mod tests {
+    use tokio_postgres::config::SslMode;
+
     /// The URL's other parameters reach tokio-postgres as written, spaces
     /// and plus signs included.
     #[test]
     fn other_parameters_keep_their_spaces_and_plus_signs() {
-        let url = "postgres://u@h/db?sslmode=disable&options=-c%20search_path%3Da%2Bb&application_name=x";
+        let url = "postgres://u@h/db?sslmode=disable&options=-c%20search_path%3Da%2Bb&application_name=x+y";
         let target = super::target(url).expect("a valid URL");
         assert_eq!(target.config.get_options(), Some("-c search_path=a+b"));
-        assert_eq!(target.config.get_application_name(), Some("x"));
+        assert_eq!(target.config.get_application_name(), Some("x+y"));
+        assert_eq!(target.config.get_ssl_mode(), SslMode::Disable);
+        // sqlx, which reads a form, gets the same values.
+        let url = super::for_sqlx(url).expect("a valid URL");
+        let url = url::Url::parse(&url).expect("a URL");
+        let pairs: Vec<_> = url.query_pairs().collect();
+        assert!(
+            pairs.contains(&("options".into(), "-c search_path=a+b".into())),
+            "{url}"
+        );
+        assert!(
+            pairs.contains(&("application_name".into(), "x+y".into())),
+            "{url}"
+        );
+        assert!(
+            pairs.contains(&("sslmode".into(), "disable".into())),
+            "{url}"
+        );
     }
 }

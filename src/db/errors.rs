@@ -46,10 +46,7 @@ impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
             let code = db.code().code();
-            let hint = db
-                .hint()
-                .map(|h| format!(" (hint: {h})"))
-                .unwrap_or_default();
+            let hint = db.hint().map_or(String::new(), |h| format!(" (hint: {h})"));
             let message = format!("{}{hint} [SQLSTATE {code}]", db.message());
             return DbError::new(classify_postgres(code), message);
         }

@@ -28,15 +28,15 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `/health/ready` waits this long for the database.
 const PING_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Whose work it is. A user's runs, on PostgreSQL, in a transaction that
-/// sets the user and (row-level security on) takes the request role, so
-/// the database itself refuses any other user's rows.
+/// Whose work it is. On PostgreSQL a user's runs as the request role
+/// (row-level security on) with the user set, so the database itself
+/// refuses any other user's rows.
 #[derive(Clone, Copy, Debug)]
 pub enum Caller<'a> {
     /// A request of this (verified) user.
     User(&'a str),
-    /// The service's own work: start-up checks, the readiness probe, the
-    /// purge of expired keys; no user's rows (see `specs/database`).
+    /// The service's own work, as the login role: the readiness probe, the
+    /// purges; no user's rows (see `specs/database`).
     Service,
 }
 

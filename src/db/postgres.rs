@@ -134,13 +134,16 @@ impl Pg {
                     };
                     sent.push((i.checked_sub(own), Box::pin(maybe_done(call))));
                 }
-                if begin.is_some() {
-                    // After an error PostgreSQL skips the rest; this COMMIT then rolls back.
-                    sent.push((None, batch("COMMIT")));
-                }
                 // Each sends its request when first polled: in order, one write.
                 for (_, call) in &mut sent {
                     let _ = futures_util::poll!(call.as_mut());
+                }
+                if begin.is_some() {
+                    // An error makes COMMIT roll back; a call refused unsent (done at once) needs ROLLBACK.
+                    let refused = sent.iter_mut().any(|(_, c)| matches!(c.as_mut().output_mut(), Some(Err(_))));
+                    let mut end = batch(if refused { "ROLLBACK" } else { "COMMIT" });
+                    let _ = futures_util::poll!(end.as_mut());
+                    sent.push((None, end));
                 }
                 for (index, mut call) in sent {
                     call.as_mut().await;

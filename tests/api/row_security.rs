@@ -126,9 +126,11 @@ async fn the_services_own_work_runs_as_the_login_role_and_requests_never_do() {
     first.stop().await;
     let db = first.db.connect().await;
     db.execute_unprepared(
-        "ALTER TABLE service_probe ADD COLUMN probed_by text DEFAULT current_user; \
+        "ALTER TABLE service_probe ADD COLUMN probed_by text DEFAULT current_user, \
+           ADD COLUMN probed_on int DEFAULT pg_backend_pid(); \
          DELETE FROM service_probe; \
-         ALTER TABLE tasks ADD COLUMN written_by text DEFAULT current_user",
+         ALTER TABLE tasks ADD COLUMN written_by text DEFAULT current_user, \
+           ADD COLUMN written_on int DEFAULT pg_backend_pid()",
     )
     .await
     .unwrap();
@@ -138,7 +140,7 @@ async fn the_services_own_work_runs_as_the_login_role_and_requests_never_do() {
         .start()
         .await
         .expect("starts again");
-    let probe = one(&db, "SELECT probed_by FROM service_probe").await;
+    let probe = one(&db, "SELECT probed_by, probed_on FROM service_probe").await;
     let login = one(&db, "SELECT session_user::text AS login").await;
     assert_eq!(probe["probed_by"], login["login"], "{probe}");
     assert_ne!(probe["probed_by"], "todo_request");
@@ -148,10 +150,14 @@ async fn the_services_own_work_runs_as_the_login_role_and_requests_never_do() {
         .await;
     let row = one(
         &db,
-        &format!("SELECT written_by FROM tasks WHERE id = {}", created["id"]),
+        &format!(
+            "SELECT written_by, written_on FROM tasks WHERE id = {}",
+            created["id"]
+        ),
     )
     .await;
     assert_eq!(row["written_by"], "todo_request", "{row}");
+    assert_eq!(row["written_on"], probe["probed_on"], "the same connection");
     let _ = db.close().await;
 }
 
@@ -162,11 +168,14 @@ async fn the_urls_own_startup_options_are_kept() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let direct = db.url.clone();
-    let url = format!("{direct}?options=-c%20application_name%3Dfrom-the-url");
+    // Written as libpq reads it: `%20` a space (a `+` would be a plus).
+    let mut url = url::Url::parse(&db.url).expect("a URL");
+    let options = "options=-c%20application_name%3Dfrom-the-url";
+    let query = [url.query(), Some(options)].into_iter().flatten();
+    url.set_query(Some(&query.collect::<Vec<_>>().join("&")));
     let app = TestApp::builder(Backend::Postgres)
         .database(db)
-        .database_url(url)
+        .database_url(url.to_string())
         .start()
         .await
         .expect("starts");
