@@ -261,3 +261,54 @@ async fn rejected_writes_change_nothing(backend: Backend) {
 }
 
 on_each_database!(rejected_writes_change_nothing);
+
+/// A write whose statement the driver refuses before sending it (a
+/// parameter missing) stores none of the statements before it: the
+/// pipelined transaction ends in `ROLLBACK`, not `COMMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_refused_before_it_is_sent_rolls_back_the_ones_before_it() {
+    use sea_orm::ConnectionTrait;
+    use todo_api::db::{Caller, Db, Stmt};
+    let Some(test_db) = crate::common::TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let conn = test_db.connect().await;
+    conn.execute_unprepared("CREATE TABLE refusals (n int)")
+        .await
+        .unwrap();
+    let env = |k: &str| match k {
+        "DATABASE_URL" => Some(test_db.url.clone()),
+        "BETTER_AUTH_SECRET" => Some("5".repeat(64)),
+        "DB_ROW_LEVEL_SECURITY" => Some("off".to_owned()),
+        _ => None,
+    };
+    let settings = todo_api::Settings::from_lookup(env).expect("settings");
+    let db = Db::open(&settings.database, Default::default()).expect("a pool");
+    let insert = |n: i32| Stmt::new(&format!("INSERT INTO refusals (n) VALUES ({n})"), []);
+    let no_value = Vec::<sea_orm::Value>::new();
+    let refused = db
+        .write(
+            Caller::Service,
+            &[insert(1), Stmt::new("SELECT $1::int", no_value)],
+        )
+        .await;
+    assert!(refused.is_err(), "a missing parameter is refused");
+    // The same with its value: both committed (so the check below can fail).
+    let stored = db
+        .write(
+            Caller::Service,
+            &[insert(2), Stmt::new("SELECT $1::int", [5.into()])],
+        )
+        .await;
+    assert!(stored.as_ref().err().is_none(), "{:?}", stored.err());
+    let rows = conn
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT n FROM refusals ORDER BY n",
+        ))
+        .await
+        .unwrap();
+    let stored: Vec<i32> = rows.iter().map(|r| r.try_get("", "n").unwrap()).collect();
+    assert_eq!(stored, vec![2], "the refused write's insert is not stored");
+    let _ = conn.close().await;
+}
