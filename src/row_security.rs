@@ -86,10 +86,8 @@ pub(crate) async fn as_login<T>(
     let work = async {
         let mut target = tls::target(settings.url()).map_err(DbError::bug)?;
         if settings.pool_mode == PoolMode::Session {
-            let given = target.config.get_options().unwrap_or_default().to_owned();
-            target.config.options(format!("{given} -c role=none"));
+            tls::add_options(&mut target.config, "-c role=none");
         }
-        target.config.connect_timeout(CHECK_TIMEOUT);
         check(&target.connect().await?).await
     };
     let seconds = CHECK_TIMEOUT.as_secs();

@@ -107,8 +107,9 @@ fn split(url: &str) -> Result<(Url, Params), String> {
     let (mut tls, mut kept) = (Vec::new(), Vec::new());
     for pair in parsed.query().unwrap_or_default().split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match tls_param(&decode(k)) {
-            true => tls.push((decode(k), decode(v))),
+        let key = decode(k);
+        match tls_param(&key) {
+            true => tls.push((key, decode(v))),
             false if !pair.is_empty() => kept.push(pair.to_owned()),
             false => {}
         }
@@ -201,6 +202,13 @@ pub fn target(url: &str) -> Result<Target, String> {
         protection,
         channel_binding: params.channel_binding == ChannelBinding::Require,
     })
+}
+
+/// Adds startup options (`-c name=value ...`) after the URL's own, which a
+/// later one of the same name overrides.
+pub fn add_options(config: &mut tokio_postgres::Config, options: &str) {
+    let given = config.get_options().unwrap_or_default().to_owned();
+    config.options(format!("{given} {options}"));
 }
 
 /// The URL for sqlx (migrations), which has no channel binding and logs

@@ -49,10 +49,8 @@ impl Pg {
         // it); behind a pooler, each transaction makes its own, `LOCAL`.
         if !pooled {
             let role = if rls { REQUEST_ROLE } else { "none" };
-            let given = config.get_options().unwrap_or_default().to_owned();
-            config.options(format!(
-                "{given} -c statement_timeout={timeout_ms} -c role={role}"
-            ));
+            let options = format!("-c statement_timeout={timeout_ms} -c role={role}");
+            tls::add_options(&mut config, &options);
         }
         config.connect_timeout(ACQUIRE_TIMEOUT);
         let recycling_method = RecyclingMethod::Fast;
