@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::common::haproxy::{HaProxy, ServerStats};
 use crate::common::process::Server;
 use crate::common::sse::SseStream;
-use crate::common::{Backend, TestDb};
+use crate::common::{self, Backend, TestDb};
 
 /// The backend and its servers, as named in `deploy/haproxy.cfg`.
 const BACKEND: &str = "todo_api_instances";
@@ -531,15 +531,8 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
             let mut cursor = String::from("0");
             loop {
                 let url = haproxy.url(&format!("/api/tasks/changes?since={cursor}&limit=1000"));
-                let feed: Value = http
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let (status, feed) = common::send(http.get(url).bearer_auth(token)).await;
+                assert_eq!(status, StatusCode::OK, "{feed}");
                 cursor = feed["cursor"]
                     .as_str()
                     .expect("the feed's cursor")
