@@ -628,6 +628,35 @@ function labelStatements(stats, requests) {
   });
 }
 
+/**
+ * Row-level security on vs off in `rounds` pairs of short runs, alternating
+ * which goes first so that the machine's drift falls on both alike.
+ * `measure(on)` runs one side; each pair's ratios, and their medians.
+ */
+async function interleavedPairs(rounds, measure) {
+  const pairs = [];
+  for (let i = 0; i < rounds; i++) {
+    const measured = {};
+    for (const on of i % 2 ? [false, true] : [true, false]) measured[on] = await measure(on);
+    const [a, b] = [measured[true], measured[false]];
+    pairs.push({
+      first: i % 2 ? 'off' : 'on', rps_on: a.rps, rps_off: b.rps, rps_ratio: round(a.rps / b.rps, 3),
+      pg_us_on: a.cpu.pg_cpu_us_per_req, pg_us_off: b.cpu.pg_cpu_us_per_req,
+      pg_ratio: a.cpu.pg_cpu_us_per_req && b.cpu.pg_cpu_us_per_req ? round(a.cpu.pg_cpu_us_per_req / b.cpu.pg_cpu_us_per_req, 3) : null,
+      others_pct: [a.cpu.others_pct_of_machine, b.cpu.others_pct_of_machine],
+    });
+  }
+  // The lower middle of an even count: a ratio that was measured.
+  const mid = (xs) => { const v = xs.filter((x) => x != null).sort((x, y) => x - y); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
+  return { rounds: pairs, median_rps_ratio: mid(pairs.map((r) => r.rps_ratio)), median_pg_cpu_ratio: mid(pairs.map((r) => r.pg_ratio)) };
+}
+
+function logPairs(name, r, segment, rate, unit) {
+  const p = (x) => (x == null ? '-' : pct(x));
+  log(`${name}: ${r.rounds.length} pairs of ${segment} s, on/off ${rate} ${r.rounds.map((x) => p(x.rps_ratio)).join(' ')}, ` +
+    `PostgreSQL CPU per ${unit} ${r.rounds.map((x) => p(x.pg_ratio)).join(' ')}; medians ${p(r.median_rps_ratio)} and ${p(r.median_pg_cpu_ratio)}`);
+}
+
 function resetData(pg, db, lastSeededId) {
   psql(pg.url(db), `DELETE FROM tasks WHERE id > ${Number(lastSeededId)}`);
   psql(pg.url(db), 'UPDATE task_lists SET task_count = (SELECT count(*) FROM tasks t WHERE t.user_id = task_lists.user_id)');
@@ -1272,37 +1301,18 @@ async function main() {
     // policy applies): what row-level security costs.
     if (want('pg-mix-rls-off')) await mixOnSecond('pg-mix-rls-off', { DB_ROW_LEVEL_SECURITY: 'off' }, 'realistic mix, HS256, row-level security off');
     if (want('pg-mix-rls-ab')) {
-      // Row-level security on vs off interleaved: short runs of the mix on the
-      // main instance (on) and on a second one (off), alternating which goes
-      // first, so that the machine's drift falls on both alike. Each pair's
-      // ratio, and the medians.
+      // The mix on the main instance (on) and on a second one (off).
       const off = await secondInstance('pg-rls-ab-off', { DB_ROW_LEVEL_SECURITY: 'off' });
-      const rounds = [];
       const segment = Math.max(5, Math.round(DURATION / 2));
-      for (let i = 0; i < RLS_AB_ROUNDS; i++) {
-        const measured = {};
-        for (const [label, instance] of i % 2 ? [['off', off], ['on', server]] : [['on', server], ['off', off]]) {
-          resetData(pg, db, lastSeeded);
-          const m = await runWrk({ server: instance, mix: mixSpec(MIX), dataFile: hsData, duration: segment, label: `pg-mix-rls-ab-${label}` });
-          measured[label] = await m({ ...pgCtx(), serverPid: instance.pid });
-        }
-        const [a, b] = [measured.on, measured.off];
-        rounds.push({
-          first: i % 2 ? 'off' : 'on', rps_on: a.rps, rps_off: b.rps, rps_ratio: round(a.rps / b.rps, 3),
-          pg_us_on: a.cpu.pg_cpu_us_per_req, pg_us_off: b.cpu.pg_cpu_us_per_req,
-          pg_ratio: a.cpu.pg_cpu_us_per_req && b.cpu.pg_cpu_us_per_req ? round(a.cpu.pg_cpu_us_per_req / b.cpu.pg_cpu_us_per_req, 3) : null,
-          others_pct: [a.cpu.others_pct_of_machine, b.cpu.others_pct_of_machine],
-        });
-      }
+      results.rls_ab = { segment_s: segment };
+      Object.assign(results.rls_ab, await interleavedPairs(RLS_AB_ROUNDS, async (on) => {
+        const instance = on ? server : off;
+        resetData(pg, db, lastSeeded);
+        const m = await runWrk({ server: instance, mix: mixSpec(MIX), dataFile: hsData, duration: segment, label: `pg-mix-rls-ab-${on ? 'on' : 'off'}` });
+        return m({ ...pgCtx(), serverPid: instance.pid });
+      }));
       await off.stop();
-      const median = (xs) => { const v = xs.filter((x) => x != null).sort((x, y) => x - y); return v.length ? v[Math.floor((v.length - 1) / 2)] : null; };
-      results.rls_ab = {
-        rounds, segment_s: segment,
-        median_rps_ratio: median(rounds.map((r) => r.rps_ratio)), median_pg_cpu_ratio: median(rounds.map((r) => r.pg_ratio)),
-      };
-      log(`pg-mix-rls-ab: ${rounds.length} pairs of ${segment} s, on/off req/s ${rounds.map((r) => pct(r.rps_ratio)).join(' ')}, ` +
-        `PostgreSQL CPU per request ${rounds.map((r) => (r.pg_ratio ? pct(r.pg_ratio) : '-')).join(' ')}; medians ` +
-        `${pct(results.rls_ab.median_rps_ratio)} and ${results.rls_ab.median_pg_cpu_ratio ? pct(results.rls_ab.median_pg_cpu_ratio) : '-'}`);
+      logPairs('pg-mix-rls-ab', results.rls_ab, segment, 'req/s', 'request');
     }
     if (want('pg-mix-eddsa')) {
       const fetchesBefore = jwks.fetches;
@@ -1331,29 +1341,16 @@ async function main() {
       if (want('pgbench-mix')) await pgb(`pgbench-mix${suffix}`, MIX, `the mix's statements with its weights, pgbench -M prepared -c ${clients}`);
       if (want('pgbench-mix-rls-off')) await pgb(`pgbench-mix-rls-off${suffix}`, MIX, `pgbench-mix as the superuser, not the request role (no policy applies), pgbench -M prepared -c ${clients}`, false, false);
       if (want('pgbench-mix-rls-ab') && clients === PGBENCH_CLIENTS[0]) {
-        // pgbench-mix and pgbench-mix-rls-off interleaved, as pg-mix-rls-ab.
-        const rounds = [];
+        // pgbench-mix (the request role) and pgbench-mix-rls-off (the superuser).
         const segment = Math.max(5, Math.round(DURATION / 2));
-        for (let i = 0; i < RLS_AB_ROUNDS; i++) {
-          const measured = {};
-          for (const role of i % 2 ? [false, true] : [true, false]) {
-            resetData(pg, db, lastSeeded);
-            const label = `pgbench-mix-rls-ab-${role ? 'on' : 'off'}`;
-            const m = await runPgbench({ pg, db, mix: MIX, clients, duration: segment, base, tmp, label, role });
-            measured[role] = await m(pgCtx());
-          }
-          const [a, b] = [measured[true], measured[false]];
-          rounds.push({
-            first: i % 2 ? 'off' : 'on', tps_ratio: round(a.rps / b.rps, 3),
-            pg_ratio: round(a.cpu.pg_cpu_us_per_req / b.cpu.pg_cpu_us_per_req, 3),
-            others_pct: [a.cpu.others_pct_of_machine, b.cpu.others_pct_of_machine],
-          });
-        }
-        const med = (xs) => median(xs.filter((x) => x != null));
-        results.pgbench_rls_ab = { rounds, segment_s: segment, clients, median_tps_ratio: med(rounds.map((r) => r.tps_ratio)), median_pg_cpu_ratio: med(rounds.map((r) => r.pg_ratio)) };
-        log(`pgbench-mix-rls-ab: ${rounds.length} pairs of ${segment} s, on/off tps ${rounds.map((r) => pct(r.tps_ratio)).join(' ')}, ` +
-          `PostgreSQL CPU per transaction ${rounds.map((r) => pct(r.pg_ratio)).join(' ')}; medians ` +
-          `${pct(results.pgbench_rls_ab.median_tps_ratio)} and ${pct(results.pgbench_rls_ab.median_pg_cpu_ratio)}`);
+        results.pgbench_rls_ab = { segment_s: segment, clients };
+        Object.assign(results.pgbench_rls_ab, await interleavedPairs(RLS_AB_ROUNDS, async (role) => {
+          resetData(pg, db, lastSeeded);
+          const label = `pgbench-mix-rls-ab-${role ? 'on' : 'off'}`;
+          const m = await runPgbench({ pg, db, mix: MIX, clients, duration: segment, base, tmp, label, role });
+          return m(pgCtx());
+        }));
+        logPairs('pgbench-mix-rls-ab', results.pgbench_rls_ab, segment, 'tps', 'transaction');
       }
       if (want('pgbench-minimal-mix')) await pgb(`pgbench-minimal-mix${suffix}`, MIX, `the least SQL a Todo backend could send for the mix (bench/pgbench/minimal), pgbench -M prepared -c ${clients}`, true);
     }
