@@ -56,6 +56,10 @@ fn describe() {
     metrics::describe_gauge!("db_pool_idle_connections", "Idle database connections");
     metrics::describe_gauge!("db_pool_max_connections", "Database pool size limit");
     metrics::describe_gauge!("live_streams", "Live event streams open on this instance");
+    metrics::describe_counter!(
+        "live_feed_reads_total",
+        "Reads of the changes feed for live streams after they were woken (a user's streams share one)"
+    );
     metrics::describe_counter!("jwks_fetches_total", "JWKS fetches, by outcome");
     metrics::describe_counter!(
         "requests_refused_total",
@@ -106,6 +110,13 @@ pub fn jwks_fetched(ok: bool) {
 pub fn refused(reason: &'static str) {
     if enabled() {
         metrics::counter!("requests_refused_total", "reason" => reason).increment(1);
+    }
+}
+
+/// Live streams read the changes feed once, after a change woke them.
+pub fn live_feed_read() {
+    if enabled() {
+        metrics::counter!("live_feed_reads_total").increment(1);
     }
 }
 

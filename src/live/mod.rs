@@ -149,6 +149,11 @@ impl Hub {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// Whether notifications arrive now (the listener is connected).
+    pub fn hearing(&self) -> bool {
+        *self.hearing.borrow()
+    }
+
     /// The listener says whether notifications arrive.
     pub fn set_hearing(&self, hearing: bool) {
         self.hearing.send_replace(hearing);

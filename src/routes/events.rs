@@ -156,7 +156,11 @@ fn live(
             loop {
                 // One read per user and instance: the user's other streams at
                 // the same cursor take this page too.
-                match Box::pin(subscription.page(cursor, || tasks.changes(cursor, PAGE))).await {
+                let read = || {
+                    crate::metrics::live_feed_read();
+                    tasks.changes(cursor, PAGE)
+                };
+                match Box::pin(subscription.page(cursor, read)).await {
                     Ok(page) => {
                         cursor = page.cursor;
                         for change in page.changes.iter().cloned() {

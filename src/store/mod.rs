@@ -111,8 +111,9 @@ impl UserTasks {
         self.db.read(self.caller(), &self.sent(stmts)).await
     }
 
-    /// A write, then its user's live streams woken: here directly, on
-    /// other instances by a `NOTIFY` committed with it (PostgreSQL).
+    /// A write, then its user's live streams woken: by a `NOTIFY` committed
+    /// with it (PostgreSQL), which every instance's listener hears, this
+    /// one's too; directly where no listener hears it.
     async fn write(&self, mut stmts: Vec<Stmt>) -> Result<Vec<Rows>, DbError> {
         let channel = crate::live::channel(&self.owner);
         let notify = self.notify && self.dialect() == Dialect::Postgres;
@@ -120,12 +121,20 @@ impl UserTasks {
             let sql = format!("SELECT pg_notify('{}', $1)", crate::live::CHANNEL);
             stmts.push(Stmt::new(&sql, [channel.clone().into()]));
         }
+        // Read before the write commits: if the listener hears now, it hears
+        // the commit's notification (or, losing its connection, wakes every
+        // stream when it is back). Waking here as well would make each of the
+        // user's streams read the feed twice per write: once now, once more
+        // (for nothing) when the notification comes back.
+        let heard = notify && self.live.hearing();
         let mut results = self.db.write(self.caller(), &self.sent(stmts)).await?;
         if notify {
             // The notification's own row is nobody's answer.
             results.pop();
         }
-        self.live.touch(&channel);
+        if !heard {
+            self.live.touch(&channel);
+        }
         Ok(results)
     }
 

@@ -313,12 +313,18 @@ async fn changes_cross_instances_and_survive_a_lost_listener() {
         .expect("second instance");
     let (token, other) = (a.token("roamer"), a.token("bystander"));
     let mut on_b = Stream::open(&b, &token, "", None).await;
+    // And one on the writing instance: its own writes reach it through its
+    // listener too (see the next test).
+    let mut on_a = Stream::open(&a, &token, "", None).await;
     let mut others = Stream::open(&b, &other, "", None).await;
     on_b.until_ready().await;
+    on_a.until_ready().await;
     others.until_ready().await;
     let task = a.create(&token, json!({"title": "made on a"})).await;
-    let event = on_b.next_within(SOON).await.unwrap();
-    assert_eq!(event.data["task"], task);
+    for stream in [&mut on_b, &mut on_a] {
+        let event = stream.next_within(SOON).await.unwrap();
+        assert_eq!(event.data["task"], task);
+    }
 
     // Kill every LISTEN backend while writing 50 changes on instance a.
     let admin = sea_orm::Database::connect(&a.db.url).await.unwrap();
@@ -339,19 +345,21 @@ async fn changes_cross_instances_and_survive_a_lost_listener() {
         }
     };
     writes.await;
-    let mut ids = Vec::new();
-    while ids.len() < 50 {
-        let event = on_b
-            .next_within(Duration::from_secs(10))
-            .await
-            .expect("stream open");
-        ids.push(event.id.unwrap().parse::<i64>().unwrap());
+    for stream in [&mut on_b, &mut on_a] {
+        let mut ids = Vec::new();
+        while ids.len() < 50 {
+            let event = stream
+                .next_within(Duration::from_secs(10))
+                .await
+                .expect("stream open");
+            ids.push(event.id.unwrap().parse::<i64>().unwrap());
+        }
+        assert_eq!(
+            ids,
+            (2..=51).collect::<Vec<_>>(),
+            "every change once, in order"
+        );
     }
-    assert_eq!(
-        ids,
-        (2..=51).collect::<Vec<_>>(),
-        "every change once, in order"
-    );
     // The other user's stream saw none of it: its first event is its own.
     let theirs = b.create(&other, json!({"title": "mine"})).await;
     assert_eq!(others.next_within(SOON).await.unwrap().data["task"], theirs);
@@ -389,4 +397,73 @@ async fn idle_streams_get_heartbeats_and_the_instance_cap_holds(backend: Backend
         (status, error_code(&body)),
         (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
     );
+}
+
+/// A write wakes its user's streams on an instance to one read of the feed
+/// between them: the streams share the read, and the write's own
+/// notification, which this instance's listener hears too, is what wakes
+/// them (waking them at the write as well made every write cost two reads,
+/// the second for nothing). Counted by `live_feed_reads_total`, in a
+/// process of its own (the metrics recorder is global).
+#[test]
+fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
+    use crate::common::process::Server;
+    const SECRET: &str = "live-reads-test-secret-0123456789abcdef";
+    const STREAMS: usize = 5;
+    const WRITES: usize = 20;
+    let rt = crate::common::runtime();
+    let Some(db) = rt.block_on(crate::common::TestDb::create(Backend::Postgres)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("DATABASE_URL", db.app_url.as_str()),
+        ("BETTER_AUTH_SECRET", SECRET),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ];
+    let server = Server::start(dir.path(), &env, &[]).expect("starts");
+    let metrics = format!(
+        "http://{}/metrics",
+        server.log_value("metrics listening", "addr")
+    );
+    let token = todo_api::auth::mint_hs256(SECRET.as_bytes(), "reader", None, 600).unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let events = server.url("/api/tasks/events");
+        let mut streams = Vec::new();
+        for _ in 0..STREAMS {
+            let response = client.get(&events).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut stream = SseStream::new(response);
+            stream.until_ready().await;
+            streams.push(stream);
+        }
+        let reads = || async {
+            let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("live_feed_reads_total "))
+                .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+        };
+        let before = reads().await;
+        // One write at a time, each seen by every stream before the next.
+        for version in 1..=WRITES {
+            let (status, _) = send(
+                client
+                    .post(server.url("/api/tasks"))
+                    .bearer_auth(&token)
+                    .json(&json!({"title": format!("write {version}")})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+            for stream in &mut streams {
+                let event = stream.next_within(SOON).await.unwrap();
+                assert_eq!(event.id, Some(version.to_string()), "every write, in order");
+            }
+        }
+        let made = reads().await - before;
+        assert!(
+            made >= WRITES as f64 && made <= (WRITES + STREAMS) as f64,
+            "{WRITES} writes seen by {STREAMS} streams took {made} feed reads (one per write expected)"
+        );
+    });
 }
