@@ -73,6 +73,13 @@ struct SharedPage {
     changes: Arc<dyn Any + Send + Sync>,
 }
 
+/// A page of the feed, as the streams share it.
+pub trait Page: Any + Send + Sync {
+    /// It holds every change up to the user's version when it was read (the
+    /// feed had no more to give).
+    fn complete(&self) -> bool;
+}
+
 /// An open stream's membership: its user's signal, given back on drop.
 pub struct Subscription {
     hub: Arc<Hub>,
@@ -191,12 +198,15 @@ impl Subscription {
     }
 
     /// The feed after `since`, read by `read` or shared with another of the
-    /// user's streams that read it from the same cursor since every change
-    /// this stream has been signalled. Reads of one user's streams take
-    /// turns, so the second waits for the first and takes its page.
+    /// user's streams that read it since every change this stream has been
+    /// signalled: from the same cursor, or from an earlier one (not 0) if
+    /// that page is [complete](Page::complete); the caller skips what it has
+    /// sent.
+    /// Reads of one user's streams take turns, so the second waits for the
+    /// first and takes its page.
     pub async fn page<P, E, F, R>(&self, since: i64, read: F) -> Result<Arc<P>, E>
     where
-        P: Any + Send + Sync,
+        P: Page,
         F: FnOnce() -> R,
         R: Future<Output = Result<P, E>>,
     {
@@ -206,9 +216,10 @@ impl Subscription {
         let mut shared = self.signal.page.lock().await;
         if let Some(page) = shared.as_ref()
             && hearing
-            && page.since == since
             && page.stamp >= seen
             && let Ok(changes) = Arc::clone(&page.changes).downcast::<P>()
+            // From 0 the feed is the snapshot, without deletes: only for 0.
+            && (page.since == since || (0 < page.since && page.since < since && changes.complete()))
         {
             return Ok(changes);
         }
@@ -263,6 +274,49 @@ mod tests {
             .expect("a woken");
         let b_woken = tokio::time::timeout(Duration::from_millis(50), b.changed()).await;
         assert!(b_woken.is_err(), "b not woken");
+    }
+
+    struct TestPage {
+        read_from: i64,
+        complete: bool,
+    }
+
+    impl Page for TestPage {
+        fn complete(&self) -> bool {
+            self.complete
+        }
+    }
+
+    /// Reads from `since` with `sub`; which cursor the page was read from.
+    async fn page_for(sub: &Subscription, since: i64, complete: bool) -> i64 {
+        let read = || async move {
+            Ok::<_, ()>(TestPage {
+                read_from: since,
+                complete,
+            })
+        };
+        sub.page(since, read).await.unwrap().read_from
+    }
+
+    #[tokio::test]
+    async fn a_users_streams_share_a_page_only_when_it_holds_what_each_needs() {
+        let hub = Hub::new(4, 10, true);
+        let (a, b) = (hub.subscribe("u").unwrap(), hub.subscribe("u").unwrap());
+        hub.touch(&channel("u"));
+        // The same cursor: shared, complete or not.
+        assert_eq!(page_for(&a, 5, false).await, 5);
+        assert_eq!(page_for(&b, 5, false).await, 5, "same cursor, shared");
+        // A later cursor: not from an incomplete page (it may stop short).
+        assert_eq!(page_for(&b, 7, true).await, 7, "incomplete: read");
+        // A complete page from an earlier cursor serves a later one.
+        assert_eq!(page_for(&a, 9, true).await, 7, "complete, earlier: shared");
+        // A change signalled after the page was read: read again.
+        hub.touch(&channel("u"));
+        assert_eq!(page_for(&a, 9, true).await, 9, "signalled since: read");
+        // From 0 the feed is the snapshot (no deletes): never for a later cursor.
+        hub.touch(&channel("u"));
+        assert_eq!(page_for(&a, 0, true).await, 0);
+        assert_eq!(page_for(&b, 3, true).await, 3, "snapshot: read");
     }
 
     #[test]

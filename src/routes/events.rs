@@ -19,7 +19,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::{Stream, TryFutureExt};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -158,14 +158,16 @@ fn live(
                 // the same cursor take this page too.
                 let read = || {
                     crate::metrics::live_feed_read();
-                    tasks.changes(cursor, PAGE)
+                    tasks.changes(cursor, PAGE).map_ok(Rendered::from)
                 };
                 match Box::pin(subscription.page(cursor, read)).await {
                     Ok(page) => {
-                        cursor = page.cursor;
-                        for change in page.changes.iter().cloned() {
-                            yield Ok(event(change));
+                        // A page shared from an earlier cursor holds changes
+                        // this stream has sent: only those after its cursor.
+                        for (_, event) in page.events.iter().filter(|(v, _)| *v > cursor) {
+                            yield Ok(event.clone());
                         }
+                        cursor = cursor.max(page.cursor);
                         if !page.has_more { break; }
                     }
                     // Unavailable for a moment: from the same cursor again,
@@ -177,6 +179,34 @@ fn live(
                     Err(e) => { yield Ok(failed(&e)); return; }
                 }
             }
+        }
+    }
+}
+
+/// A page of the feed as events, rendered once for all of a user's streams.
+struct Rendered {
+    /// Each change's version and event.
+    events: Vec<(i64, Event)>,
+    cursor: i64,
+    has_more: bool,
+}
+
+impl crate::live::Page for Rendered {
+    fn complete(&self) -> bool {
+        !self.has_more
+    }
+}
+
+impl From<Changes> for Rendered {
+    fn from(page: Changes) -> Rendered {
+        Rendered {
+            events: page
+                .changes
+                .into_iter()
+                .map(|change| (change.version(), event(change)))
+                .collect(),
+            cursor: page.cursor,
+            has_more: page.has_more,
         }
     }
 }
