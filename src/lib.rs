@@ -107,9 +107,12 @@ pub async fn build(settings: &Settings) -> Result<App, StartupError> {
     }
     match settings.live.listen_url(&settings.database) {
         _ if !postgres => {}
-        Some(url) => {
-            live::listener::spawn(url.to_owned(), Arc::clone(&live), Arc::clone(&readiness))
-        }
+        Some(url) => live::listener::spawn(
+            url.to_owned(),
+            Arc::clone(&live),
+            Arc::clone(&readiness),
+            settings.live.sse_heartbeat_seconds,
+        ),
         None => tracing::warn!(
             "live events: behind a transaction-mode pooler with no direct URL (LISTEN_DATABASE_URL or \
              MIGRATION_DATABASE_URL), other instances' changes reach streams by polling, every second"

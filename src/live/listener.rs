@@ -1,12 +1,19 @@
-//! The one connection per instance that hears other instances' writes
-//! (PostgreSQL `LISTEN`), open only while this instance has streams: an
-//! idle Neon compute can still suspend. A direct URL, never a
-//! transaction-mode pooler (which cannot hold a `LISTEN`).
+//! The one connection per instance that hears every instance's writes,
+//! this one's included (PostgreSQL `LISTEN`), open only while this instance
+//! has streams: an idle Neon compute can still suspend. A direct URL, never
+//! a transaction-mode pooler (which cannot hold a `LISTEN`).
+//!
+//! A connection that silently stops answering (a half-open TCP connection,
+//! a hung server) would hear nothing and say nothing: the listener asks it
+//! a trivial query every heartbeat, and one unanswered within the next
+//! heartbeat counts as lost, so streams poll the feed until a new
+//! connection listens.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
 use tokio_postgres::AsyncMessage;
 
 use super::{CHANNEL, Hub};
@@ -16,8 +23,15 @@ use crate::readiness::Readiness;
 /// How long the connection stays after the last stream closed.
 const LINGER: Duration = Duration::from_secs(30);
 
-/// Runs for as long as the process: connects while streams are open.
-pub fn spawn(url: String, hub: Arc<Hub>, readiness: Arc<Readiness>) {
+/// The listener's connection, as `pg_stat_activity` shows it.
+pub const APPLICATION_NAME: &str = "todo-api live listener";
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs for as long as the process: connects while streams are open, and
+/// checks the connection every `check`.
+pub fn spawn(url: String, hub: Arc<Hub>, readiness: Arc<Readiness>, check: Duration) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -25,7 +39,7 @@ pub fn spawn(url: String, hub: Arc<Hub>, readiness: Arc<Readiness>) {
             if readiness.is_draining() {
                 return;
             }
-            match listen(&url, &hub).await {
+            match listen(&url, &hub, check).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, url = %redact_url(&url), "live events: listener connection lost; streams poll the feed until it is back");
@@ -39,11 +53,16 @@ pub fn spawn(url: String, hub: Arc<Hub>, readiness: Arc<Readiness>) {
 
 /// One connection: `LISTEN`, then every notification touches its user,
 /// until the instance has had no stream for [`LINGER`] or the connection
-/// fails.
-async fn listen(url: &str, hub: &Hub) -> Result<(), String> {
+/// fails (or leaves a check unanswered for `check`).
+async fn listen(url: &str, hub: &Hub, check: Duration) -> Result<(), String> {
     let target = crate::tls::target(url)?;
-    let (client, mut connection) = target
-        .config
+    let mut config = target.config;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    // Named in `pg_stat_activity`, unless the URL names it.
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    let (client, mut connection) = config
         .connect(target.tls)
         .await
         .map_err(|e| e.to_string())?;
@@ -68,9 +87,23 @@ async fn listen(url: &str, hub: &Hub) -> Result<(), String> {
     tracing::info!("live events: listening for other instances' changes");
     let unwanted = unwanted(hub);
     tokio::pin!(unwanted);
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = None;
     let result = loop {
         tokio::select! {
             () = &mut unwanted => break Ok(()),
+            _ = checks.tick(), if pending.is_none() => {
+                pending = Some(Box::pin(tokio::time::timeout(check, client.batch_execute("SELECT 1"))));
+            }
+            answer = OptionFuture::from(pending.as_mut()), if pending.is_some() => {
+                pending = None;
+                match answer {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => break Err(e.to_string()),
+                    Some(Err(_)) | None => break Err(format!("no answer to a check within {check:?}")),
+                }
+            }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => hub.touch(n.payload()),
                 Some(Ok(_)) => {}

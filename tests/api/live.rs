@@ -467,3 +467,126 @@ fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
         );
     });
 }
+
+/// A TCP proxy that can fall silent: its connections stay open but nothing
+/// passes either way any more (a half-open connection, a hung network path:
+/// no error ever reaches either end).
+struct SilentProxy {
+    addr: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SilentProxy {
+    async fn start(upstream: std::net::SocketAddr) -> SilentProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = std::sync::Arc::clone(&silent);
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client, server) = (client.into_split(), server.into_split());
+                for (mut from, mut to) in [(client.0, server.1), (server.0, client.1)] {
+                    let quiet = std::sync::Arc::clone(&quiet);
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0; 16 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buffer).await {
+                            if !quiet.load(Ordering::SeqCst)
+                                && to.write_all(&buffer[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        SilentProxy {
+            addr,
+            silent,
+            accept,
+        }
+    }
+
+    fn fall_silent(&self) {
+        self.silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// The listener's connection falls silent (no error, no notification): it
+/// is found out at the next check (every `SSE_HEARTBEAT_SECONDS`, here 1)
+/// and until a connection listens again the streams read the feed every
+/// second, so a change made meanwhile, on this instance or another, still
+/// arrives within seconds. Without the check a stream would wait for the
+/// next write that happened to wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_falls_silent_is_found_out_and_nothing_waits_for_it() {
+    let Some(db) = crate::common::TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let mut url = url::Url::parse(&db.app_url).unwrap();
+    let upstream = format!("127.0.0.1:{}", url.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let proxy = SilentProxy::start(upstream).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let admin = sea_orm::Database::connect(&db.url).await.unwrap();
+    let Some(app) = TestApp::builder(Backend::Postgres)
+        .database(db)
+        .env("LISTEN_DATABASE_URL", url.as_str())
+        .env("SSE_HEARTBEAT_SECONDS", "1")
+        .start()
+        .await
+    else {
+        return;
+    };
+    let token = app.token("listened-to");
+    let mut stream = Stream::open(&app, &token, "", None).await;
+    stream.until_ready().await;
+    // The stream made the instance listen (through the proxy, the only way
+    // it reaches this database's LISTEN): wait until it does, so that the
+    // writes below count on it to be woken.
+    let listening = || async {
+        use sea_orm::{ConnectionTrait, Statement};
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND application_name = 'todo-api live listener' AND state = 'idle' \
+                   AND query IN ('LISTEN todo_changes', 'SELECT 1')";
+        let row = admin
+            .query_one_raw(Statement::from_string(admin.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap() == 1
+    };
+    let started = std::time::Instant::now();
+    while !listening().await {
+        assert!(started.elapsed() < SOON, "the instance never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = app.create(&token, json!({"title": "heard"})).await;
+    assert_eq!(stream.next_within(SOON).await.unwrap().data["task"], first);
+
+    proxy.fall_silent();
+    let second = app.create(&token, json!({"title": "while deaf"})).await;
+    let event = stream.next_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        event.data["task"], second,
+        "a change while the listener is deaf"
+    );
+    let third = app.create(&token, json!({"title": "still deaf"})).await;
+    let event = stream.next_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(event.data["task"], third, "every change, in order");
+    let _ = admin.close().await;
+}
