@@ -6,8 +6,8 @@
 //! A connection that silently stops answering (a half-open TCP connection,
 //! a hung server) would hear nothing and say nothing: the listener asks it
 //! a trivial query every heartbeat, and one unanswered within the next
-//! heartbeat counts as lost, so streams poll the feed until a new
-//! connection listens.
+//! heartbeat counts as lost (found out within two heartbeats), so streams
+//! poll the feed until a new connection listens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,8 @@ const LINGER: Duration = Duration::from_secs(30);
 /// The listener's connection, as `pg_stat_activity` shows it.
 pub const APPLICATION_NAME: &str = "todo-api live listener";
 
-/// How long a connection attempt may take.
+/// How long connecting and `LISTEN` may take at most (less with a short
+/// check period).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs for as long as the process: connects while streams are open, and
@@ -57,30 +58,38 @@ pub fn spawn(url: String, hub: Arc<Hub>, readiness: Arc<Readiness>, check: Durat
 async fn listen(url: &str, hub: &Hub, check: Duration) -> Result<(), String> {
     let target = crate::tls::target(url)?;
     let mut config = target.config;
-    config.connect_timeout(CONNECT_TIMEOUT);
     // Named in `pg_stat_activity`, unless the URL names it.
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
-    let (client, mut connection) = config
-        .connect(target.tls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {CHANNEL}");
-    let listen = client.batch_execute(&statement);
-    tokio::pin!(listen);
-    // The connection's messages are only read while polled: drive both.
-    loop {
-        tokio::select! {
-            done = &mut listen => { done.map_err(|e| e.to_string())?; break; }
-            message = messages.next() => match message {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("connection closed".into()),
+    // The driver's connect timeout bounds the TCP connect only: bound the
+    // whole of connecting, logging in and `LISTEN`.
+    let within = (check * 2).min(CONNECT_TIMEOUT);
+    let setup = async {
+        let (client, mut connection) = config
+            .connect(target.tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let statement = format!("LISTEN {CHANNEL}");
+        let mut listen = Box::pin(client.batch_execute(&statement));
+        // The connection's messages are only read while polled: drive both.
+        loop {
+            tokio::select! {
+                done = &mut listen => { done.map_err(|e| e.to_string())?; break; }
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("connection closed".into()),
+                }
             }
         }
-    }
+        drop(listen);
+        Ok((client, messages))
+    };
+    let (client, mut messages) = tokio::time::timeout(within, setup)
+        .await
+        .map_err(|_| format!("not listening within {within:?}"))??;
     hub.set_hearing(true);
     // Anything written before `LISTEN` took effect is read now.
     hub.touch_all();

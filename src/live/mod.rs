@@ -4,11 +4,12 @@
 //! here: only "this user's list changed".
 //!
 //! A [`Hub`] per instance holds one signal per user with open streams.
-//! A write on this instance touches it directly; on PostgreSQL the write
-//! also sends `NOTIFY todo_changes` with the user's [`channel`] (a digest,
-//! not the id), and one listener connection per instance ([`listener`])
-//! touches the users other instances wrote for. While that connection is
-//! down, streams read the feed every [`POLL_WHILE_DEAF`] instead: a lost
+//! On PostgreSQL a write sends `NOTIFY todo_changes` with the user's
+//! [`channel`] (a digest, not the id), and one listener connection per
+//! instance ([`listener`]) touches the users any instance wrote for, this
+//! one included; where no listener hears (SQLite, no `NOTIFY`, the listener
+//! down) the write touches its user directly. While the listener is down,
+//! streams read the feed every [`POLL_WHILE_DEAF`] instead: a lost
 //! notification delays a change, never loses it.
 
 pub mod listener;
@@ -49,7 +50,7 @@ pub struct Hub {
     total: AtomicUsize,
     max_per_user: usize,
     max_total: usize,
-    /// Whether changes made on other instances reach this one now.
+    /// Whether notifications (of every instance's writes) reach this one now.
     hearing: watch::Sender<bool>,
     /// Wakes the listener when the first stream opens.
     opened: Notify,
@@ -58,8 +59,8 @@ pub struct Hub {
 struct UserSignal {
     changed: watch::Sender<u64>,
     streams: AtomicUsize,
-    /// The newest page of the feed read for this user's streams: streams at
-    /// the same cursor share one read instead of one each.
+    /// The newest page of the feed read for this user's streams: they share
+    /// one read instead of one each (see [`Subscription::page`]).
     page: tokio::sync::Mutex<Option<SharedPage>>,
 }
 
