@@ -506,7 +506,10 @@ fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
         }
         let made = reads().await - before;
         assert!(
-            made >= WRITES as f64 && made <= (WRITES + 1) as f64,
+            // At most two more: the read every stream makes when the
+            // listener starts (it may fall after `before`), and a first write
+            // racing the listener's switch to hearing (woken twice).
+            made >= WRITES as f64 && made <= (WRITES + 2) as f64,
             "{WRITES} writes seen by {STREAMS} streams took {made} feed reads (one per write expected)"
         );
     });
