@@ -154,8 +154,8 @@ fn live(
             }
             retry = false;
             loop {
-                // One read per user and instance: the user's other streams at
-                // the same cursor take this page too.
+                // One read per user and instance: the user's other streams
+                // take this page too (see `Subscription::page`).
                 let read = || {
                     crate::metrics::live_feed_read();
                     tasks.changes(cursor, PAGE).map_ok(Rendered::from)

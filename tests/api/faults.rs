@@ -21,11 +21,11 @@ use chrono::{DateTime, Utc};
 use reqwest::{Client, Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::common::pg_cluster::{PgCluster, StopMode};
+use crate::common::tcp_proxy::TcpProxy;
 use crate::common::{Backend, TestApp, TestDb, error_code, json};
 
 const USERS: usize = 10;
@@ -566,55 +566,6 @@ async fn postgres_hanging_under_load_answers_503_in_bounded_time() {
     drop(cluster);
 }
 
-/// A TCP proxy in front of PostgreSQL whose connections can all be cut at
-/// once: the network fails, the database does not. A COMMIT already
-/// forwarded still commits, but its answer never reaches the service.
-struct CuttingProxy {
-    addr: SocketAddr,
-    connections: Arc<std::sync::Mutex<JoinSet<()>>>,
-    accept: JoinHandle<()>,
-}
-
-impl CuttingProxy {
-    async fn start(upstream: SocketAddr) -> CuttingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(std::sync::Mutex::new(JoinSet::new()));
-        let set = Arc::clone(&connections);
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut set = set.lock().unwrap();
-                while set.try_join_next().is_some() {}
-                set.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        CuttingProxy {
-            addr,
-            connections,
-            accept,
-        }
-    }
-
-    /// Closes every open connection (both ends); returns how many.
-    fn cut(&self) -> usize {
-        let cut = std::mem::take(&mut *self.connections.lock().unwrap());
-        let n = cut.len();
-        drop(cut); // aborts the tasks, dropping their sockets
-        n
-    }
-}
-
-impl Drop for CuttingProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
 /// Every connection between the service and PostgreSQL cut, 25 times, while
 /// PostgreSQL keeps running: requests caught mid-transaction get 503, and
 /// commits whose answer was lost are replayed to the retry, never repeated.
@@ -629,7 +580,7 @@ async fn postgres_connections_cut_under_load_replay_not_duplicate() {
     )
     .parse()
     .unwrap();
-    let proxy = CuttingProxy::start(upstream).await;
+    let proxy = TcpProxy::start(upstream).await;
     let mut url = url::Url::parse(&cluster.url()).unwrap();
     url.set_port(Some(proxy.addr.port())).unwrap();
     let mut load = Load::start(app_on(url.to_string()).await);

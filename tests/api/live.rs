@@ -515,68 +515,6 @@ fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
     });
 }
 
-/// A TCP proxy that can fall silent: its connections stay open but nothing
-/// passes either way any more (a half-open connection, a hung network path:
-/// no error ever reaches either end).
-struct SilentProxy {
-    addr: std::net::SocketAddr,
-    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl SilentProxy {
-    async fn start(upstream: std::net::SocketAddr) -> SilentProxy {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let quiet = std::sync::Arc::clone(&silent);
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let (client, server) = (client.into_split(), server.into_split());
-                for (mut from, mut to) in [(client.0, server.1), (server.0, client.1)] {
-                    let quiet = std::sync::Arc::clone(&quiet);
-                    tokio::spawn(async move {
-                        let mut buffer = vec![0; 16 * 1024];
-                        while let Ok(n @ 1..) = from.read(&mut buffer).await {
-                            if !quiet.load(Ordering::SeqCst)
-                                && to.write_all(&buffer[..n]).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-        SilentProxy {
-            addr,
-            silent,
-            accept,
-        }
-    }
-
-    fn fall_silent(&self) {
-        self.silent.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Passes bytes on again (what was dropped meanwhile stays lost).
-    fn speak_again(&self) {
-        self.silent
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for SilentProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
 /// The listener's connection falls silent (no error, no notification): it
 /// is found out by its checks (every `SSE_HEARTBEAT_SECONDS`, here 2) and
 /// until a connection listens again the streams read the feed every
@@ -594,7 +532,7 @@ async fn a_listener_that_falls_silent_is_found_out_and_nothing_waits_for_it() {
     let upstream = format!("127.0.0.1:{}", url.port().unwrap_or(5432))
         .parse()
         .unwrap();
-    let proxy = SilentProxy::start(upstream).await;
+    let proxy = crate::common::tcp_proxy::TcpProxy::start(upstream).await;
     url.set_host(Some("127.0.0.1")).unwrap();
     url.set_port(Some(proxy.addr.port())).unwrap();
     let admin = sea_orm::Database::connect(&db.url).await.unwrap();

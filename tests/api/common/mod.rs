@@ -12,6 +12,7 @@ pub mod pgbouncer;
 pub mod process;
 pub mod raw;
 pub mod sse;
+pub mod tcp_proxy;
 pub mod tmpfs;
 
 use std::collections::HashMap;
