@@ -199,7 +199,7 @@ impl ServerSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origins(pub Vec<HeaderValue>);
 
-/// Per user, per instance.
+// Per user, per instance.
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Per-user limits")]
 pub struct Limits {

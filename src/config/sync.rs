@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{DatabaseSettings, PoolMode, Switch, seconds, secret};
 
-/// Versions, conditional requests and the changes feed.
+// Versions, conditional requests and the changes feed. (Plain comments on
+// flattened settings: clap would take a doc comment as the program's about.)
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Sync")]
 pub struct SyncSettings {
@@ -44,7 +45,7 @@ impl SyncSettings {
     }
 }
 
-/// Live events (`GET /api/tasks/events`).
+// Live events (`GET /api/tasks/events`).
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Live events")]
 pub struct LiveSettings {

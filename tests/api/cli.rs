@@ -307,6 +307,13 @@ fn unreachable_jwks_is_logged_and_answered_401() {
 #[test]
 fn the_cli_explains_itself() {
     let dir = tempfile::tempdir().unwrap();
+    // The program says what it is (a settings group's doc comment once took its place).
+    let top = todo_api(dir.path(), &[]).arg("--help").output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.starts_with("Todo API for a Next.js + Better Auth frontend."),
+        "todo-api --help:\n{top}"
+    );
     let help = todo_api(dir.path(), &[])
         .args(["serve", "--help"])
         .output()
