@@ -221,16 +221,18 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_allows_bursts_of_twice_the_rate() {
-        let l = limits(100, 100, Some(5));
+        // One a second: a token comes back only after a second, so a slow
+        // machine does not refill the bucket while the burst is sent.
+        let l = limits(100, 100, Some(1));
         let mut admitted = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..2 {
             admitted.push(l.admit("alice").await.unwrap());
         }
         match l.admit("alice").await {
             Err(Refused { retry_after, .. }) => {
-                assert!(retry_after <= Duration::from_millis(200), "{retry_after:?}")
+                assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}")
             }
-            _ => panic!("the 11th request in a burst is refused"),
+            _ => panic!("the 3rd request in a burst is refused"),
         }
         assert!(l.admit("bob").await.is_ok());
     }

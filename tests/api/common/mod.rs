@@ -430,7 +430,13 @@ impl TestAppBuilder {
             .unwrap_or_default();
         Some(TestApp {
             base,
-            client: Client::new(),
+            // Idle connections are not kept as long as the server's 10 s
+            // idle timeout: a request sent on one just as the server closes
+            // it would fail without being read (the keep-alive race).
+            client: Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("a client"),
             secret,
             db,
             shutdown: Some(tx),
