@@ -421,12 +421,12 @@ fn a_database_that_never_answers_is_given_up_on_in_time() {
     let log = server.log_so_far();
     assert!(!status.success(), "{status}");
     assert!(
-        took < Duration::from_millis(3500),
-        "gave up after {took:?} with DB_STARTUP_TIMEOUT=1:\n{}",
+        took < Duration::from_secs(10),
+        "gave up after {took:?} with DB_STARTUP_TIMEOUT=1 (the default is 60):\n{}",
         log.join("\n")
     );
     let last = log.last().unwrap();
-    assert!(last.contains("no answer within"), "{last}");
+    assert!(last.contains("no answer within 1.0 s"), "{last}");
     assert_clean("serve", &log.join("\n"));
     drop(silent);
 }
