@@ -26,6 +26,8 @@ pub enum ConfigError {
     NoAuth,
 }
 
+// The groups below are flattened into it: their comments are plain `//`,
+// since clap takes a flattened group's doc comment as the program's about.
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
     #[command(flatten)]

@@ -8,8 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{DatabaseSettings, PoolMode, Switch, seconds, secret};
 
-// Versions, conditional requests and the changes feed. (Plain comments on
-// flattened settings: clap would take a doc comment as the program's about.)
+// Versions, conditional requests and the changes feed.
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Sync")]
 pub struct SyncSettings {

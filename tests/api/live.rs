@@ -310,7 +310,8 @@ async fn a_stream_ends_when_its_token_does(backend: Backend) {
     let token = todo_api::auth::mint_hs256(&app.secret, "brief", None, 2).unwrap();
     let mut stream = Stream::open(&app, &token, "", None).await;
     stream.until_ready().await;
-    let event = stream.next_within(Duration::from_secs(30)).await.unwrap();
+    // Soon after the token's 2 s, well before the default 15 s heartbeat.
+    let event = stream.next_within(Duration::from_secs(12)).await.unwrap();
     assert_eq!(event.event, "token_expired");
     assert!(
         stream.next_within(Duration::from_secs(5)).await.is_none(),

@@ -427,6 +427,12 @@ fn a_database_that_never_answers_is_given_up_on_in_time() {
     );
     let last = log.last().unwrap();
     assert!(last.contains("no answer within 1.0 s"), "{last}");
+    // One attempt, bounded by the 1 s: no retry after it.
+    assert!(
+        !log.iter().any(|l| l.contains("database not reachable yet")),
+        "{}",
+        log.join("\n")
+    );
     assert_clean("serve", &log.join("\n"));
     drop(silent);
 }
