@@ -423,7 +423,10 @@ fn instances_restarted_one_by_one_behind_haproxy_drop_nothing() {
     let mut instances: Vec<Server> = SERVERS
         .iter()
         .map(|name| {
-            Server::start(dir.path(), &env, &[])
+            // Outside the ephemeral range: free again for the restart below
+            // (between the two, a client connection could take any other).
+            let port = crate::common::ports::free_port().to_string();
+            Server::start(dir.path(), &env, &["--port", &port])
                 .unwrap_or_else(|log| panic!("{name} does not start:\n{log}"))
         })
         .collect();

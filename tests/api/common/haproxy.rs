@@ -60,7 +60,7 @@ impl HaProxy {
     /// variables) plus the two ports it picks, and waits until it answers.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> HaProxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, stats_port) = (free_port(), free_port());
+        let (port, stats_port) = (super::ports::free_port(), super::ports::free_port());
         let log = dir.path().join("haproxy.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin)
@@ -215,9 +215,4 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         }
     }
     Some(body.to_owned())
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("addr").port()
 }

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod node;
 pub mod pg_cluster;
 pub mod pgbouncer;
+pub mod ports;
 pub mod process;
 pub mod raw;
 pub mod sse;

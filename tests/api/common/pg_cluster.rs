@@ -102,11 +102,7 @@ impl PgCluster {
             std::os::unix::fs::chown(dir.path(), Some(user.0), Some(user.1))
                 .map_err(|e| format!("chown temp dir: {e}"))?;
         }
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| format!("free port: {e}"))?;
-            probe.local_addr().map_err(|e| e.to_string())?.port()
-        };
+        let port = super::ports::free_port();
         let cluster = PgCluster {
             data: dir.path().join("data"),
             log: dir.path().join("server.log"),

@@ -40,7 +40,7 @@ impl PgBouncer {
         let dir = tempfile::tempdir().expect("temp dir");
         // PgBouncer refuses to run as root: it runs as `postgres`, who must read this.
         let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
-        let port = free_port();
+        let port = super::ports::free_port();
         let config = format!(
             "[databases]\n* = host={upstream_host} port={upstream_port}\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
@@ -93,11 +93,6 @@ impl Drop for PgBouncer {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    probe.local_addr().expect("addr").port()
 }
 
 fn is_root() -> bool {
