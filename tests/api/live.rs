@@ -8,6 +8,10 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use todo_api::live::CHANNEL;
+use todo_api::live::listener::APPLICATION_NAME as LISTENER;
+
+use crate::common::metrics;
 use crate::common::raw;
 use crate::common::sse::SseStream;
 use crate::common::{Backend, TestApp, error_code, error_fields, send};
@@ -63,9 +67,11 @@ const SOON: Duration = Duration::from_secs(20);
 /// listening now (idle after `LISTEN` or a check).
 async fn listeners(admin: &sea_orm::DatabaseConnection) -> Vec<i32> {
     use sea_orm::{ConnectionTrait, Statement};
-    let sql = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-               AND application_name = 'todo-api live listener' AND state = 'idle' \
-               AND query IN ('LISTEN todo_changes', 'SELECT 1') ORDER BY pid";
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name = '{LISTENER}' AND state = 'idle' \
+         AND query IN ('LISTEN {CHANNEL}', 'SELECT 1') ORDER BY pid"
+    );
     admin
         .query_all_raw(Statement::from_string(admin.get_database_backend(), sql))
         .await
@@ -366,7 +372,7 @@ async fn changes_cross_instances_and_survive_a_lost_listener() {
     }
 
     // Kill both instances' listeners while writing 50 changes on instance a.
-    let admin = sea_orm::Database::connect(&a.db.url).await.unwrap();
+    let admin = a.db.connect().await;
     until_listeners(&admin, SOON, |pids| pids.len() == 2).await;
     let writes = async {
         for i in 0..50 {
@@ -375,11 +381,10 @@ async fn changes_cross_instances_and_survive_a_lost_listener() {
             if i == 10 {
                 use sea_orm::ConnectionTrait;
                 let killed = admin
-                    .execute_unprepared(
+                    .execute_unprepared(&format!(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE datname = current_database() \
-                         AND application_name = 'todo-api live listener'",
-                    )
+                         WHERE datname = current_database() AND application_name = '{LISTENER}'"
+                    ))
                     .await
                     .unwrap();
                 assert_eq!(killed.rows_affected(), 2, "both listeners killed");
@@ -465,7 +470,7 @@ fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
         ("METRICS_ADDR", "127.0.0.1:0"),
     ];
     let server = Server::start(dir.path(), &env, &[]).expect("starts");
-    let metrics = format!(
+    let metrics_url = format!(
         "http://{}/metrics",
         server.log_value("metrics listening", "addr")
     );
@@ -482,14 +487,12 @@ fn a_write_costs_its_users_streams_on_an_instance_one_feed_read() {
             streams.push(stream);
         }
         let reads = || async {
-            let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("live_feed_reads_total "))
-                .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+            let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+            metrics::value(&metrics::parse(&text), "live_feed_reads_total", &[])
         };
         // Counted from when the instance listens (until then a write wakes
         // the streams itself, and `LISTEN` makes every stream read once).
-        let admin = sea_orm::Database::connect(&db.url).await.unwrap();
+        let admin = db.connect().await;
         until_listeners(&admin, SOON, |pids| pids.len() == 1).await;
         let _ = admin.close().await;
         let before = reads().await;
@@ -532,17 +535,11 @@ async fn a_listener_that_falls_silent_is_found_out_and_nothing_waits_for_it() {
     let Some(db) = crate::common::TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let mut url = url::Url::parse(&db.app_url).unwrap();
-    let upstream = format!("127.0.0.1:{}", url.port().unwrap_or(5432))
-        .parse()
-        .unwrap();
-    let proxy = crate::common::tcp_proxy::TcpProxy::start(upstream).await;
-    url.set_host(Some("127.0.0.1")).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    let admin = sea_orm::Database::connect(&db.url).await.unwrap();
+    let (proxy, url) = crate::common::tcp_proxy::TcpProxy::in_front_of(&db.app_url).await;
+    let admin = db.connect().await;
     let Some(app) = TestApp::builder(Backend::Postgres)
         .database(db)
-        .env("LISTEN_DATABASE_URL", url.as_str())
+        .env("LISTEN_DATABASE_URL", &url)
         .env("SSE_HEARTBEAT_SECONDS", "2")
         .start()
         .await

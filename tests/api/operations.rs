@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 use crate::common::keys::{TestKey, claims_for};
+use crate::common::metrics::{sample, value};
 use crate::common::pg_cluster::{PgCluster, StopMode};
 use crate::common::process::{Server, serve_until_it_stops, todo_api};
 use crate::common::runtime;
@@ -833,30 +834,7 @@ fn scrape(client: &Client, addr: &str) -> prometheus_parse::Scrape {
         .unwrap()
         .to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
-    let text = response.text().unwrap();
-    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-/// The sample of `metric` whose labels include every pair of `labels`.
-fn sample<'a>(
-    scrape: &'a prometheus_parse::Scrape,
-    metric: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a prometheus_parse::Sample> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-}
-
-/// A counter's or gauge's value; 0 when the series does not exist (yet).
-fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    use prometheus_parse::Value::{Counter, Gauge, Untyped};
-    match sample(scrape, metric, labels).map(|s| &s.value) {
-        Some(Counter(v) | Gauge(v) | Untyped(v)) => *v,
-        Some(other) => panic!("{metric}: not a single value: {other:?}"),
-        None => 0.0,
-    }
+    crate::common::metrics::parse(&response.text().unwrap())
 }
 
 /// `METRICS_ADDR` serves Prometheus text on its own listener: request

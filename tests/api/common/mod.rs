@@ -6,6 +6,7 @@ pub mod certs;
 pub mod haproxy;
 pub mod jwks_server;
 pub mod keys;
+pub mod metrics;
 pub mod node;
 pub mod pg_cluster;
 pub mod pgbouncer;

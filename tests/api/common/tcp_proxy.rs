@@ -50,6 +50,17 @@ impl TcpProxy {
         }
     }
 
+    /// A proxy in front of the PostgreSQL server of `url` (on this machine),
+    /// and the same URL through it.
+    pub async fn in_front_of(url: &str) -> (TcpProxy, String) {
+        let mut url = url::Url::parse(url).expect("a database URL");
+        let upstream = SocketAddr::from(([127, 0, 0, 1], url.port().unwrap_or(5432)));
+        let proxy = TcpProxy::start(upstream).await;
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(proxy.addr.port())).expect("a port");
+        (proxy, url.into())
+    }
+
     /// Closes every open connection (both ends); returns how many. A COMMIT
     /// already forwarded still commits, but its answer never arrives.
     pub fn cut(&self) -> usize {
